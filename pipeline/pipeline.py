@@ -1,0 +1,35 @@
+"""create_pipeline: the one wiring of vae-mnist's components, shared by every runner."""
+
+from __future__ import annotations
+
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from components.data_gate import DataGate
+from components.idx_example_gen import IdxExampleGen
+from pipeline.config import PipelineConfig
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
+) -> tfx.dsl.Pipeline:
+    """ExampleGen -> StatisticsGen + curated schema -> ExampleValidator -> DataGate."""
+    example_gen = IdxExampleGen(
+        input_base=config.input_base, dataset=config.dataset_spec, records_per_shard=config.records_per_shard
+    )
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_file)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"]
+    )
+    data_gate = DataGate(anomalies=example_validator.outputs["anomalies"])
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[example_gen, statistics_gen, schema_importer, example_validator, data_gate],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_args),
+    )

@@ -1,0 +1,117 @@
+"""What a person sees of a local run: a line per component as it runs, and a summary at the end.
+
+Progress comes from LocalDagRunner's own log records (it runs components one by one, in
+topological order); the summary is read back from ML Metadata, so it reports what was
+recorded, not what we hoped happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+_STATES = {
+    metadata_store_pb2.Execution.COMPLETE: "ran",
+    metadata_store_pb2.Execution.CACHED: "cached",
+    metadata_store_pb2.Execution.FAILED: "FAILED",
+    metadata_store_pb2.Execution.RUNNING: "running",
+    metadata_store_pb2.Execution.CANCELED: "canceled",
+}
+
+
+class ConsoleProgress(logging.Handler):
+    """Turns LocalDagRunner's 'Component X is running/finished' records into progress lines."""
+
+    def __init__(self, total: int, stream=sys.stdout):
+        super().__init__(logging.INFO)
+        self._total = total
+        self._done = 0
+        self._started = 0.0
+        self._cached = False
+        self._stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "Component %s is running.":
+            self._started, self._cached = time.monotonic(), False
+            self._stream.write(f"[{self._done + 1}/{self._total}] {record.args[0]} ...\n")
+        elif record.msg.startswith("A cached execution"):
+            self._cached = True
+        elif record.msg == "Component %s is finished.":
+            self._done += 1
+            how = "reused from cache" if self._cached else f"done in {time.monotonic() - self._started:.1f} s"
+            self._stream.write(f"      {record.args[0]}: {how}\n")
+        elif record.levelno >= logging.ERROR:
+            self._stream.write(f"      error: {record.getMessage()}\n")
+        self._stream.flush()
+
+    def __enter__(self) -> ConsoleProgress:
+        # TFX logs through absl; take its INFO records for ourselves instead of the root handler.
+        absl_logger = logging.getLogger("absl")
+        self._saved = (absl_logger.level, absl_logger.propagate)
+        absl_logger.setLevel(logging.INFO)
+        absl_logger.propagate = False
+        absl_logger.addHandler(self)
+        # Beam's DirectRunner relays its workers' start-up warnings, which need no action.
+        beam_relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
+        self._saved_beam_level = beam_relay.level
+        beam_relay.setLevel(logging.ERROR)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        absl_logger = logging.getLogger("absl")
+        absl_logger.removeHandler(self)
+        absl_logger.setLevel(self._saved[0])
+        absl_logger.propagate = self._saved[1]
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(self._saved_beam_level)
+
+
+@dataclasses.dataclass
+class ComponentRun:
+    node: str
+    state: str
+    seconds: float
+    execution_id: int
+
+
+def latest_run(metadata_path: str, pipeline_name: str) -> tuple[str, list[ComponentRun]]:
+    """The newest pipeline run's executions, in the order they started."""
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    store = metadata_store.MetadataStore(config)
+    runs = [
+        ctx
+        for ctx in store.get_contexts_by_type("pipeline_run")
+        if any(p.name == pipeline_name for p in store.get_parent_contexts_by_context(ctx.id))
+    ]
+    if not runs:
+        return "", []
+    run = max(runs, key=lambda ctx: ctx.create_time_since_epoch)
+    prefix = pipeline_name + "."
+    components = []
+    for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
+        node = next(
+            (c.name[len(prefix) :] for c in store.get_contexts_by_execution(execution.id) if c.type == "node"), "?"
+        )
+        components.append(
+            ComponentRun(
+                node=node,
+                state=_STATES.get(execution.last_known_state, str(execution.last_known_state)),
+                seconds=(execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000,
+                execution_id=execution.id,
+            )
+        )
+    return run.name, components
+
+
+def format_summary(run_name: str, components: list[ComponentRun]) -> str:
+    lines = [f"Run {run_name}:"]
+    width = max((len(c.node) for c in components), default=0)
+    for c in components:
+        lines.append(f"  {c.node:<{width}}  {c.state:<7} {c.seconds:7.1f} s")
+    return "\n".join(lines)
