@@ -1,0 +1,158 @@
+"""The data stages under the real LocalDagRunner and ML Metadata: ExampleGen output matches the
+IDX source exactly, and bad data stops the run at the gate with a message that names it."""
+
+import glob
+import gzip
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx import v1 as tfx
+
+from components import datasets, idx_format
+from components.data_gate import DataAnomaliesError
+from pipeline import cli, local_runner, run_report
+from pipeline.config import PipelineConfig
+from tests.conftest import DATA_ROOT, FAST_BEAM_ARGS, read_idx_dataset, write_idx_dataset
+
+
+def run_local(config: PipelineConfig) -> None:
+    tfx.orchestration.LocalDagRunner().run(local_runner.local_pipeline(config))
+
+
+def read_examples(config: PipelineConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
+    files = sorted(
+        glob.glob(os.path.join(config.pipeline_root, "IdxExampleGen", "examples", "*", f"Split-{split}", "*"))
+    )
+    images, labels = [], []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
+        features = tf.train.Example.FromString(record).features.feature
+        images.append(features["image"].int64_list.value)
+        labels.append(features["label"].int64_list.value)
+    return np.array(images), np.array(labels)
+
+
+def store_of(config: PipelineConfig) -> metadata_store.MetadataStore:
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = config.metadata_path
+    return metadata_store.MetadataStore(connection)
+
+
+def states(config: PipelineConfig) -> dict[str, str]:
+    _, runs = run_report.latest_run(config.metadata_path, config.pipeline_name)
+    return {r.node: r.state for r in runs}
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, small_mnist) -> PipelineConfig:
+    """One pipeline run on 2,000 + 500 real MNIST images, with the default (multi-process) Beam."""
+    config = PipelineConfig(input_dir=small_mnist, output_dir=str(tmp_path_factory.mktemp("small_run")))
+    run_local(config)
+    return config
+
+
+def test_every_data_stage_succeeds(small_run):
+    assert states(small_run) == {
+        "IdxExampleGen": "ran",
+        "ImportSchemaGen": "ran",
+        "StatisticsGen": "ran",
+        "ExampleValidator": "ran",
+        "DataGate": "ran",
+    }
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_examples_match_the_idx_source_exactly_and_in_order(small_run, small_mnist, split):
+    source_images, source_labels = read_idx_dataset(small_mnist)[split]
+    images, labels = read_examples(small_run, split)
+    assert images.shape == (len(source_images), 784)  # the header's count, 784 pixels each
+    np.testing.assert_array_equal(images, source_images.reshape(-1, 784))
+    np.testing.assert_array_equal(labels[:, 0], source_labels)
+
+
+def test_examples_artifact_records_splits_and_format(small_run):
+    [examples] = store_of(small_run).get_artifacts_by_type("Examples")
+    assert examples.properties["split_names"].string_value == '["train", "eval"]'
+    assert examples.custom_properties["payload_format"].string_value == "FORMAT_TF_EXAMPLE"
+
+
+def test_validator_found_no_anomalies_on_real_mnist(small_run):
+    [anomalies] = store_of(small_run).get_artifacts_by_type("ExampleAnomalies")
+    for split in ("train", "eval"):
+        with open(os.path.join(anomalies.uri, f"Split-{split}", "SchemaDiff.pb"), "rb") as f:
+            assert not anomalies_pb2.Anomalies.FromString(f.read()).anomaly_info
+
+
+def test_label_out_of_range_stops_the_run_at_the_gate(tmp_path, small_mnist, capsys):
+    (x_train, y_train), (x_test, y_test) = read_idx_dataset(small_mnist).values()
+    y_train = y_train.copy()
+    y_train[7] = 11
+    bad = write_idx_dataset(str(tmp_path / "bad"), {"train": (x_train, y_train), "eval": (x_test, y_test)})
+    out = tmp_path / "out"
+    argv = ["run", "--input-dir", bad, "--output-dir", str(out), *(f"--beam-arg={a}" for a in FAST_BEAM_ARGS)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "run stopped" in err
+    assert "split 'train', feature 'label': Out-of-range values: Unexpectedly large value: 11." in err
+    config = PipelineConfig(output_dir=str(out))
+    assert states(config)["DataGate"] == "FAILED"
+
+
+def test_pixel_out_of_range_stops_the_run_at_the_gate(tmp_path, small_mnist):
+    """IDX can hold 16-bit pixels; a 300 must not reach training."""
+    (x_train, y_train), (x_test, y_test) = read_idx_dataset(small_mnist).values()
+    x_test = x_test.astype(np.int16)
+    x_test[3, 14, 14] = 300
+    bad = write_idx_dataset(str(tmp_path / "bad"), {"train": (x_train, y_train), "eval": (x_test, y_test)})
+    config = PipelineConfig(input_dir=bad, output_dir=str(tmp_path / "out"), beam_args=FAST_BEAM_ARGS)
+    with pytest.raises(DataAnomaliesError, match="split 'eval', feature 'image'") as raised:
+        run_local(config)
+    assert "train" not in str(raised.value).split("feature 'image'")[0].split("\n")[-1]
+    assert states(config)["DataGate"] == "FAILED"
+
+
+def test_truncated_idx_fails_example_gen_and_registers_no_examples(tmp_path, small_mnist):
+    bad = tmp_path / "bad"
+    shutil.copytree(small_mnist, bad)
+    images = bad / "t10k-images-idx3-ubyte.gz"
+    with gzip.open(images) as f:
+        raw = f.read()
+    with gzip.open(images, "wb") as f:  # a download that stopped 1,000 bytes short
+        f.write(raw[:-1000])
+
+    config = PipelineConfig(input_dir=str(bad), output_dir=str(tmp_path / "out"), beam_args=FAST_BEAM_ARGS)
+    with pytest.raises(idx_format.IdxError, match="t10k-images-idx3-ubyte.gz: truncated"):
+        run_local(config)
+    assert states(config) == {"IdxExampleGen": "FAILED"}
+    live = [a for a in store_of(config).get_artifacts_by_type("Examples") if a.state == a.LIVE]
+    assert live == []
+
+
+@pytest.mark.full_data
+def test_full_mnist_run(tmp_path, mnist_arrays):
+    config = PipelineConfig(data_root=DATA_ROOT, output_dir=str(tmp_path))
+    run_local(config)
+    for split, count in (("train", 60_000), ("eval", 10_000)):
+        images, labels = read_examples(config, split)
+        assert len(labels) == count
+        source_images, source_labels = mnist_arrays[split]
+        np.testing.assert_array_equal(images, source_images.reshape(-1, 784))
+        np.testing.assert_array_equal(labels[:, 0], source_labels)
+
+
+@pytest.mark.full_data
+@pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST.debian_dir), reason="dataset-fashion-mnist not installed")
+def test_full_fashion_mnist_run_through_the_cli(tmp_path, capsys):
+    argv = ["run", "--dataset", "fashion_mnist", "--source", "debian", "--data-root", str(tmp_path / "data")]
+    assert cli.main([*argv, "--output-dir", str(tmp_path / "out")]) == 0
+    config = PipelineConfig(dataset="fashion_mnist", data_root=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
+    assert set(states(config).values()) == {"ran"}
+    images, labels = read_examples(config, "eval")
+    source_images, source_labels = read_idx_dataset(config.input_base, datasets.FASHION_MNIST)["eval"]
+    np.testing.assert_array_equal(images, source_images.reshape(-1, 784))
+    np.testing.assert_array_equal(labels[:, 0], source_labels)
