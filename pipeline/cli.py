@@ -7,11 +7,13 @@ vae-mnist run [--dataset mnist] [--input-dir DIR] [--output-dir outputs] [--no-c
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import pipeline  # noqa: F401  (quiets import-time noise before TF loads)
 from components import datasets, fetch
 from components.idx_format import IdxError
+from model.config import PRESETS, VaeConfig, preset
 from pipeline.config import DEFAULT_BEAM_ARGS, PipelineConfig
 
 
@@ -35,6 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         enable_cache=not args.no_cache,
         beam_args=tuple(args.beam_arg) if args.beam_arg else DEFAULT_BEAM_ARGS,
+        vae=vae_config(args),
     )
     if not args.input_dir:
         fetch.fetch(config.dataset_spec, config.data_root, source=args.source, path=args.path)
@@ -53,6 +56,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def vae_config(args: argparse.Namespace) -> VaeConfig:
+    """The preset, with any of its fields overridden by --set FIELD=JSON (e.g. --set epochs=3)."""
+    changes = {}
+    for assignment in args.set or []:
+        field, _, value = assignment.partition("=")
+        try:
+            changes[field] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[field] = value  # a bare string, e.g. --set activation=elu
+    return VaeConfig.from_dict({**preset(args.preset).to_dict(), **changes})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vae-mnist", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input-dir", help="read these IDX files instead of the fetched dataset (no checksum)")
     run.add_argument("--output-dir", default="outputs", help="pipeline root, ML Metadata, pushed models")
     run.add_argument("--no-cache", action="store_true", help="re-run every component")
+    run.add_argument("--preset", default="tutorial", choices=list(PRESETS), help="model preset (model/config.py)")
+    run.add_argument(
+        "--set", action="append", metavar="FIELD=VALUE", help="override a VaeConfig field, repeatable: --set epochs=3"
+    )
     run.add_argument(
         "--beam-arg",
         action="append",

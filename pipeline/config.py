@@ -10,6 +10,7 @@ import dataclasses
 import os
 
 from components import datasets
+from model.config import VaeConfig, preset
 from schema import SCHEMA_FILE
 
 # DirectRunner with one worker process per core: the data stages are Beam pipelines.
@@ -28,6 +29,8 @@ class PipelineConfig:
     output_dir: str = "outputs"
     schema_file: str = SCHEMA_FILE
     records_per_shard: int = 10_000
+    # The model: a preset from model/config.py, or any VaeConfig.
+    vae: VaeConfig = dataclasses.field(default_factory=lambda: preset("tutorial"))
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     enable_cache: bool = True
 

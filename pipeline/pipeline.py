@@ -14,7 +14,7 @@ def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
 ) -> tfx.dsl.Pipeline:
-    """ExampleGen -> StatisticsGen + curated schema -> ExampleValidator -> DataGate."""
+    """ExampleGen -> StatisticsGen + curated schema -> ExampleValidator -> DataGate -> Transform -> Trainer."""
     example_gen = IdxExampleGen(
         input_base=config.input_base, dataset=config.dataset_spec, records_per_shard=config.records_per_shard
     )
@@ -24,11 +24,26 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"]
     )
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"])
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_importer.outputs["schema"],
+        preprocessing_fn="model.features.preprocessing_fn",
+        # Statistics of x / 255 repeat StatisticsGen's at a third of Transform's time.
+        disable_statistics=True,
+    )
+    transform.add_upstream_node(data_gate)  # no training on data the gate stopped
+    trainer = tfx.components.Trainer(
+        run_fn="model.trainer.run_fn",
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_importer.outputs["schema"],
+        custom_config={"vae": config.vae.to_dict()},
+    )
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_importer, example_validator, data_gate],
+        components=[example_gen, statistics_gen, schema_importer, example_validator, data_gate, transform, trainer],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_args),

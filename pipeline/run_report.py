@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 
+from absl import logging as absl_logging
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
@@ -22,6 +23,7 @@ _STATES = {
     metadata_store_pb2.Execution.RUNNING: "running",
     metadata_store_pb2.Execution.CANCELED: "canceled",
 }
+_NOISY_LOGGERS = ("apache_beam.runners.portability.local_job_service", "tensorflow")
 
 
 class ConsoleProgress(logging.Handler):
@@ -52,22 +54,26 @@ class ConsoleProgress(logging.Handler):
     def __enter__(self) -> ConsoleProgress:
         # TFX logs through absl; take its INFO records for ourselves instead of the root handler.
         absl_logger = logging.getLogger("absl")
-        self._saved = (absl_logger.level, absl_logger.propagate)
-        absl_logger.setLevel(logging.INFO)
+        self._saved = (absl_logging.get_verbosity(), absl_logger.propagate)
+        # Through absl's verbosity, not setLevel: TensorFlow's SavedModel writer saves and
+        # restores that verbosity, which would undo a bare setLevel mid-run.
+        absl_logging.set_verbosity(absl_logging.INFO)
         absl_logger.propagate = False
         absl_logger.addHandler(self)
-        # Beam's DirectRunner relays its workers' start-up warnings, which need no action.
-        beam_relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
-        self._saved_beam_level = beam_relay.level
-        beam_relay.setLevel(logging.ERROR)
+        # Beam's DirectRunner relays its workers' start-up warnings, and TensorFlow's Python logger
+        # its deprecation notices: neither needs action from a user.
+        self._quieted = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
         return self
 
     def __exit__(self, *exc) -> None:
         absl_logger = logging.getLogger("absl")
         absl_logger.removeHandler(self)
-        absl_logger.setLevel(self._saved[0])
+        absl_logging.set_verbosity(self._saved[0])
         absl_logger.propagate = self._saved[1]
-        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(self._saved_beam_level)
+        for name, level in self._quieted.items():
+            logging.getLogger(name).setLevel(level)
 
 
 @dataclasses.dataclass

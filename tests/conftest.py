@@ -3,18 +3,31 @@ pipeline runs on them. Pipeline runs are session-scoped: each costs tens of seco
 
 from __future__ import annotations
 
+import glob
 import os
 
+# isort: off
+import pipeline  # noqa: F401  (first: quiets TensorFlow's and google-api-core's start-up noise)
+
+# isort: on
 import numpy as np
 import pytest
+import tensorflow as tf
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
 
-import pipeline  # noqa: F401  (quiets import-time noise before TF loads)
 from components import datasets, fetch, idx_format
+from model.config import preset
+from pipeline import local_runner, run_report
+from pipeline.config import PipelineConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tests reuse the data `make run` fetched; CI fetches it once per clone.
 DATA_ROOT = os.environ.get("VAE_MNIST_DATA_ROOT", os.path.join(REPO, "data"))
 FAST_BEAM_ARGS = ("--direct_running_mode=in_memory",)
+DATA_STAGES = ("IdxExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate")
+SMALL_RUN_VAE = preset("smoke").replace(epochs=3)
 
 
 def write_idx_dataset(
@@ -60,3 +73,40 @@ def small_mnist(tmp_path_factory, mnist_arrays) -> str:
         str(tmp_path_factory.mktemp("small_mnist")),
         {"train": (x_train[:2000], y_train[:2000]), "eval": (x_test[:500], y_test[:500])},
     )
+
+
+def run_local(config: PipelineConfig) -> None:
+    tfx.orchestration.LocalDagRunner().run(local_runner.local_pipeline(config))
+
+
+def read_examples(config: PipelineConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
+    files = sorted(
+        glob.glob(os.path.join(config.pipeline_root, "IdxExampleGen", "examples", "*", f"Split-{split}", "*"))
+    )
+    images, labels = [], []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
+        features = tf.train.Example.FromString(record).features.feature
+        images.append(features["image"].int64_list.value)
+        labels.append(features["label"].int64_list.value)
+    return np.array(images), np.array(labels)
+
+
+def store_of(config: PipelineConfig) -> metadata_store.MetadataStore:
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = config.metadata_path
+    return metadata_store.MetadataStore(connection)
+
+
+def states(config: PipelineConfig) -> dict[str, str]:
+    _, runs = run_report.latest_run(config.metadata_path, config.pipeline_name)
+    return {r.node: r.state for r in runs}
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, small_mnist) -> PipelineConfig:
+    """One whole pipeline run on 2,000 + 500 real MNIST images, with the default (multi-process) Beam."""
+    config = PipelineConfig(
+        input_dir=small_mnist, output_dir=str(tmp_path_factory.mktemp("small_run")), vae=SMALL_RUN_VAE
+    )
+    run_local(config)
+    return config

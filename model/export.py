@@ -1,0 +1,116 @@
+"""The serving SavedModel: signatures a TF Serving client needs, each applying Transform first.
+
+- ``serving_default``: ``image`` int64 [N, 784], raw pixels 0-255 ->
+  ``reconstruction`` float [N, 784] in [0, 1]; ``reconstruction_error``, ``kl``, ``neg_elbo``
+  float [N] in nats; ``z_mean``, ``z_log_var`` float [N, latent].
+- ``serving_tf_example``: ``examples`` string [N], serialized tf.Examples holding ``image`` ->
+  the same outputs (for TFMA and batch scoring).
+- ``encode``: ``image`` int64 [N, 784] -> ``z_mean``, ``z_log_var`` float [N, latent].
+- ``decode``: ``z`` float [N, latent] -> ``images`` float [N, 784] in [0, 1].
+- ``generate``: ``count`` int32 scalar, ``seed`` int64 scalar (-1 for a fresh random draw) ->
+  ``images`` float [count, 784] in [0, 1], decoded from the prior N(0, I).
+- ``transform_features``: ``examples`` string [N] with ``image`` and ``label`` -> Transform's
+  outputs ``pixels`` float [N, 784] and ``label`` int64 [N] (TFMA's preprocessing).
+
+Scores are deterministic: the reconstruction decodes the posterior mean, and
+``reconstruction_error`` is the BCE (nats) of that reconstruction against the input, so
+``neg_elbo`` = ``reconstruction_error`` + ``kl`` is the negative ELBO evaluated at z = z_mean.
+Pixels outside [0, 255] fail with an InvalidArgumentError that says so; wrong shapes and dtypes
+are refused by the signatures themselves.
+"""
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from model.features import IMAGE_KEY, LABEL_KEY, NUM_PIXELS, PIXELS_KEY
+from model.losses import kl_nats, reconstruction_nats
+from model.vae import Vae
+
+
+class ServingModule(tf.Module):
+    def __init__(self, vae: Vae, tf_transform_output: tft.TFTransformOutput):
+        super().__init__(name="vae_mnist")
+        self.encoder = vae.encoder
+        self.decoder = vae.decoder
+        self.latent_dim = vae.config.latent_dim
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        self._raw_spec = tf_transform_output.raw_feature_spec()
+        self._serving_spec = {k: v for k, v in self._raw_spec.items() if k != LABEL_KEY}
+
+    def _pixels(self, image: tf.Tensor) -> tf.Tensor:
+        """Checks raw pixels (a loaded signature does not enforce its shape) and applies Transform."""
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(image)[1], NUM_PIXELS, message=f"image must be [N, {NUM_PIXELS}] raw pixels"
+            ),
+            tf.debugging.assert_greater_equal(image, tf.constant(0, image.dtype), message="pixels must be >= 0"),
+            tf.debugging.assert_less_equal(image, tf.constant(255, image.dtype), message="pixels must be <= 255"),
+        ]
+        with tf.control_dependencies(checks):
+            return self.tft_layer({IMAGE_KEY: tf.identity(image)})[PIXELS_KEY]
+
+    def _score(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        z_mean, z_log_var = self.encoder(pixels, training=False)
+        logits = self.decoder(z_mean, training=False)
+        reconstruction_error = reconstruction_nats(pixels, logits)
+        kl = kl_nats(z_mean, z_log_var)
+        return {
+            "reconstruction": tf.sigmoid(logits),
+            "reconstruction_error": reconstruction_error,
+            "kl": kl,
+            "neg_elbo": reconstruction_error + kl,
+            "z_mean": z_mean,
+            "z_log_var": z_log_var,
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None, NUM_PIXELS], tf.int64, name=IMAGE_KEY)])
+    def serve_pixels(self, image):
+        return self._score(self._pixels(image))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_tf_examples(self, examples):
+        image = tf.io.parse_example(examples, self._serving_spec)[IMAGE_KEY]
+        return self._score(self._pixels(image))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, NUM_PIXELS], tf.int64, name=IMAGE_KEY)])
+    def encode(self, image):
+        z_mean, z_log_var = self.encoder(self._pixels(image), training=False)
+        return {"z_mean": z_mean, "z_log_var": z_log_var}
+
+    @tf.function
+    def decode(self, z):
+        check = tf.debugging.assert_equal(
+            tf.shape(z)[1], self.latent_dim, message=f"z must be [N, {self.latent_dim}] latent vectors"
+        )
+        with tf.control_dependencies([check]):
+            return {"images": tf.sigmoid(self.decoder(tf.identity(z), training=False))}
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="count"), tf.TensorSpec([], tf.int64, name="seed")])
+    def generate(self, count, seed):
+        with tf.control_dependencies([tf.debugging.assert_positive(count, message="count must be positive")]):
+            shape = tf.stack([count, self.latent_dim])
+        z = tf.cond(
+            seed >= 0,
+            lambda: tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.constant(0, tf.int64)])),
+            lambda: tf.random.normal(shape),
+        )
+        return {"images": tf.sigmoid(self.decoder(z, training=False))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(self, examples):
+        return self.tft_layer(tf.io.parse_example(examples, self._raw_spec))
+
+    def signatures(self) -> dict:
+        return {
+            "serving_default": self.serve_pixels,
+            "serving_tf_example": self.serve_tf_examples,
+            "encode": self.encode,
+            "decode": self.decode.get_concrete_function(tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")),
+            "generate": self.generate,
+            "transform_features": self.transform_features,
+        }
+
+
+def export_serving_model(vae: Vae, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
+    module = ServingModule(vae, tf_transform_output)
+    tf.saved_model.save(module, export_dir, signatures=module.signatures())

@@ -1,0 +1,101 @@
+"""The TFX Trainer's entry point, ``run_fn``: read transformed examples, train the VAE, export it.
+
+The model's settings arrive as ``custom_config['vae']`` (a VaeConfig as a dict). Training runs under
+``MirroredStrategy`` when GPUs are visible (all GPUs of the node) and the default strategy on CPU;
+the code path is the same. TensorBoard logs go to the Trainer's model-run directory.
+"""
+
+import functools
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from model.config import VaeConfig
+from model.export import export_serving_model
+from model.features import PIXELS_KEY
+from model.vae import KlWarmup, TrainingRecord, build_vae
+
+_LOAD_BATCH = 4096
+TRAINING_RECORD = "training_record.json"  # per-epoch metrics and throughput, in the model-run dir
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        logging.info("Training on %d GPU(s) with MirroredStrategy", len(gpus))
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _factory(files, *, data_accessor, tf_transform_output, batch_size, shuffle, seed) -> tf.data.Dataset:
+    options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1)
+    dataset = data_accessor.tf_dataset_factory(files, options, tf_transform_output.transformed_metadata.schema)
+    return dataset.map(lambda features: features[PIXELS_KEY], num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def load_pixels(read, files) -> np.ndarray:
+    """The whole transformed split as one float32 array [n, 784]."""
+    return np.concatenate(list(read(files, batch_size=_LOAD_BATCH, shuffle=False, seed=None).as_numpy_iterator()))
+
+
+def input_datasets(fn_args: tfx.components.FnArgs, tf_transform_output, config: VaeConfig):
+    """(train, eval, steps_per_epoch, examples_per_epoch): batched datasets of transformed pixels."""
+    read = functools.partial(_factory, data_accessor=fn_args.data_accessor, tf_transform_output=tf_transform_output)
+    if config.input_mode == "memory":
+        train_pixels = load_pixels(read, fn_args.train_files)
+        eval_pixels = load_pixels(read, fn_args.eval_files)
+        logging.info("Loaded %d training and %d eval examples into memory", len(train_pixels), len(eval_pixels))
+        train = tf.data.Dataset.from_tensor_slices(train_pixels).shuffle(
+            len(train_pixels), seed=config.seed, reshuffle_each_iteration=True
+        )
+        train = train.batch(config.batch_size)
+        evaluation = tf.data.Dataset.from_tensor_slices(eval_pixels).batch(config.batch_size)
+        examples = config.steps_per_epoch * config.batch_size if config.steps_per_epoch else len(train_pixels)
+    else:
+        train = read(fn_args.train_files, batch_size=config.batch_size, shuffle=True, seed=config.seed)
+        evaluation = read(fn_args.eval_files, batch_size=config.batch_size, shuffle=False, seed=None)
+        examples = config.steps_per_epoch * config.batch_size if config.steps_per_epoch else None
+    if config.steps_per_epoch:
+        train = train.repeat()
+    prefetch = tf.data.AUTOTUNE
+    return train.prefetch(prefetch), evaluation.prefetch(prefetch), config.steps_per_epoch, examples
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    config = VaeConfig.from_dict((fn_args.custom_config or {}).get("vae", {}))
+    logging.info("Training with %s", config)
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train, evaluation, steps, examples_per_epoch = input_datasets(fn_args, tf_transform_output, config)
+    with distribution_strategy().scope():
+        vae = build_vae(config)
+
+    callbacks = [
+        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
+        TrainingRecord(os.path.join(fn_args.model_run_dir, TRAINING_RECORD), examples_per_epoch),
+    ]
+    if config.kl_warmup_epochs:
+        callbacks.append(KlWarmup(config.kl_warmup_epochs))
+    if config.early_stopping_patience:
+        # Start judging after warm-up: until then the objective itself is still changing.
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_neg_elbo",
+                patience=config.early_stopping_patience,
+                restore_best_weights=True,
+                start_from_epoch=config.kl_warmup_epochs,
+            )
+        )
+    vae.fit(
+        train, validation_data=evaluation, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2
+    )
+    export_serving_model(vae, tf_transform_output, fn_args.serving_model_dir)

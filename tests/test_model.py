@@ -1,0 +1,118 @@
+"""The VAE's maths and plumbing, without TFX: the loss against NumPy, KL, gradients, configs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model import losses
+from model.config import PRESETS, VaeConfig, preset
+from model.features import IMAGE_KEY, LABEL_KEY, PIXELS_KEY, preprocessing_fn
+from model.vae import KlWarmup, build_vae
+
+
+def numpy_neg_elbo(x, logits, z_mean, z_log_var):
+    """Reference: BCE-with-logits summed over pixels + closed-form KL, per example."""
+    p = 1.0 / (1.0 + np.exp(-logits))
+    bce = -(x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=1)
+    kl = -0.5 * (1 + z_log_var - z_mean**2 - np.exp(z_log_var)).sum(axis=1)
+    return bce, kl
+
+
+def test_loss_matches_numpy_on_a_hand_made_batch():
+    x = np.array([[0.0, 1.0, 0.5], [0.2, 0.9, 0.0]])
+    logits = np.array([[-2.0, 3.0, 0.0], [1.0, -1.0, 0.5]])
+    z_mean = np.array([[0.5, -1.0], [0.0, 2.0]])
+    z_log_var = np.array([[0.1, -0.3], [0.0, 1.0]])
+    bce, kl = numpy_neg_elbo(x, logits, z_mean, z_log_var)
+    np.testing.assert_allclose(losses.reconstruction_nats(tf.constant(x), tf.constant(logits)), bce, rtol=1e-6)
+    np.testing.assert_allclose(losses.kl_nats(tf.constant(z_mean), tf.constant(z_log_var)), kl, rtol=1e-6)
+    # One hand-checked value: example 0's KL = -1/2 [(1 + .1 - .25 - e^.1) + (1 - .3 - 1 - e^-.3)].
+    assert kl[0] == pytest.approx(-0.5 * ((1.1 - 0.25 - math.exp(0.1)) + (0.7 - 1.0 - math.exp(-0.3))))
+
+
+def test_kl_is_zero_at_the_prior():
+    assert losses.kl_nats(tf.zeros([4, 2]), tf.zeros([4, 2])).numpy().tolist() == [0.0] * 4
+
+
+def test_kl_is_positive_away_from_the_prior():
+    assert (losses.kl_nats(tf.constant([[0.3, 0.0]]), tf.constant([[0.0, -0.5]])).numpy() > 0).all()
+
+
+def test_reconstruction_of_a_constant_image():
+    # Logit 0 predicts p = 1/2 for every pixel: each of 784 pixels costs ln 2, whatever its value.
+    for value in (0.0, 0.5, 1.0):
+        nats = losses.reconstruction_nats(tf.fill([1, 784], value), tf.zeros([1, 784]))
+        assert nats.numpy()[0] == pytest.approx(784 * math.log(2), rel=1e-6)
+    # A grey 0.5 image is best explained by p = 1/2, and even then costs 784 ln 2 (its entropy).
+    worse = losses.reconstruction_nats(tf.fill([1, 784], 0.5), tf.fill([1, 784], 1.0))
+    assert worse.numpy()[0] > 784 * math.log(2)
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_gradients_reach_every_weight(conv):
+    vae = build_vae(VaeConfig(conv=conv, hidden_units=(32,), latent_dim=3))
+    pixels = tf.random.stateless_uniform([8, 784], seed=[1, 2])
+    with tf.GradientTape() as tape:
+        reconstruction, kl = vae.per_example_terms(pixels, training=True)
+        loss = tf.reduce_mean(reconstruction + kl)
+    grads = tape.gradient(loss, vae.trainable_variables)
+    assert len(grads) == len(vae.trainable_variables) > 0
+    for variable, grad in zip(vae.trainable_variables, grads, strict=True):
+        assert grad is not None, variable.name
+        assert float(tf.reduce_max(tf.abs(grad))) > 0, variable.name
+
+
+def test_training_lowers_the_negative_elbo():
+    tf.keras.utils.set_random_seed(0)
+    vae = build_vae(VaeConfig(hidden_units=(64,), latent_dim=2, learning_rate=3e-3))
+    pixels = (tf.random.stateless_uniform([256, 784], seed=[3, 4]) > 0.7).numpy().astype("float32")
+    history = vae.fit(pixels, batch_size=32, epochs=5, verbose=0)
+    # Independent Bernoulli(0.3) pixels: no model beats their entropy, 784 * H(0.3) = 479 nats.
+    floor = -784 * (0.3 * math.log(0.3) + 0.7 * math.log(0.7))
+    assert history.history["neg_elbo"][0] > floor + 40
+    assert floor - 5 < history.history["neg_elbo"][-1] < floor + 10
+    # The logged terms add up: neg_elbo = reconstruction + kl (without warm-up, loss too).
+    last = {k: v[-1] for k, v in history.history.items()}
+    assert last["neg_elbo"] == pytest.approx(last["reconstruction"] + last["kl"], rel=1e-5)
+    assert last["loss"] == pytest.approx(last["neg_elbo"], rel=1e-5)
+
+
+def test_the_default_is_the_tutorial_network():
+    vae = build_vae(preset("tutorial"))
+    shapes = [tuple(w.shape) for w in vae.encoder.weights] + [tuple(w.shape) for w in vae.decoder.weights]
+    assert shapes == [(784, 256), (256,), (256, 2), (2,), (256, 2), (2,), (2, 256), (256,), (256, 784), (784,)]
+
+
+def test_kl_warmup_ramps_to_one():
+    vae = build_vae(VaeConfig(hidden_units=(8,)))
+    warmup = KlWarmup(epochs=3)
+    warmup.set_model(vae)
+    weights = []
+    for epoch in range(5):
+        warmup.on_epoch_begin(epoch)
+        weights.append(round(float(vae.kl_weight.numpy()), 3))
+    assert weights == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_config_survives_the_trainer_custom_config_round_trip():
+    for config in PRESETS.values():
+        assert VaeConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_config_rejects_unknown_fields_and_bad_values():
+    with pytest.raises(ValueError, match="unknown VaeConfig fields: hiden_units"):
+        VaeConfig.from_dict({"hiden_units": [1]})
+    with pytest.raises(ValueError, match="input_mode"):
+        VaeConfig(input_mode="disk")
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+
+
+def test_preprocessing_scales_pixels_and_passes_the_label():
+    out = preprocessing_fn({IMAGE_KEY: tf.constant([[0, 51, 255]], tf.int64), LABEL_KEY: tf.constant([7], tf.int64)})
+    np.testing.assert_allclose(out[PIXELS_KEY].numpy(), [[0.0, 0.2, 1.0]])
+    assert out[PIXELS_KEY].dtype == tf.float32
+    assert out[LABEL_KEY].numpy().tolist() == [7]
