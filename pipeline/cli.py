@@ -13,7 +13,7 @@ import sys
 import pipeline  # noqa: F401  (quiets import-time noise before TF loads)
 from components import datasets, fetch
 from components.idx_format import IdxError
-from model.config import PRESETS, VaeConfig, preset
+from model.config import PRESETS
 from pipeline.config import DEFAULT_BEAM_ARGS, PipelineConfig
 
 
@@ -37,7 +37,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         enable_cache=not args.no_cache,
         beam_args=tuple(args.beam_arg) if args.beam_arg else DEFAULT_BEAM_ARGS,
-        vae=vae_config(args),
+        preset=args.preset,
+        vae_overrides=vae_overrides(args),
+        max_neg_elbo=args.max_neg_elbo,
     )
     if not args.input_dir:
         fetch.fetch(config.dataset_spec, config.data_root, source=args.source, path=args.path)
@@ -56,8 +58,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def vae_config(args: argparse.Namespace) -> VaeConfig:
-    """The preset, with any of its fields overridden by --set FIELD=JSON (e.g. --set epochs=3)."""
+def vae_overrides(args: argparse.Namespace) -> dict:
+    """--set FIELD=VALUE pairs, values read as JSON (e.g. --set epochs=3), else as strings."""
     changes = {}
     for assignment in args.set or []:
         field, _, value = assignment.partition("=")
@@ -65,7 +67,7 @@ def vae_config(args: argparse.Namespace) -> VaeConfig:
             changes[field] = json.loads(value)
         except json.JSONDecodeError:
             changes[field] = value  # a bare string, e.g. --set activation=elu
-    return VaeConfig.from_dict({**preset(args.preset).to_dict(), **changes})
+    return changes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--set", action="append", metavar="FIELD=VALUE", help="override a VaeConfig field, repeatable: --set epochs=3"
     )
+    run.add_argument("--max-neg-elbo", type=float, help="blessing bound in nats (default: the preset's)")
     run.add_argument(
         "--beam-arg",
         action="append",

@@ -10,7 +10,7 @@ import dataclasses
 import os
 
 from components import datasets
-from model.config import VaeConfig, preset
+from model.config import MAX_NEG_ELBO, VaeConfig, preset
 from schema import SCHEMA_FILE
 
 # DirectRunner with one worker process per core: the data stages are Beam pipelines.
@@ -29,17 +29,46 @@ class PipelineConfig:
     output_dir: str = "outputs"
     schema_file: str = SCHEMA_FILE
     records_per_shard: int = 10_000
-    # The model: a preset from model/config.py, or any VaeConfig.
-    vae: VaeConfig = dataclasses.field(default_factory=lambda: preset("tutorial"))
+    # The model: a preset from model/config.py, with any of its fields overridden.
+    preset: str = "tutorial"
+    vae_overrides: dict = dataclasses.field(default_factory=dict)
+    # Blessing: the eval split's mean negative ELBO (nats) must stay under max_neg_elbo (default:
+    # the preset's bound) and may exceed the last blessed model's by at most the tolerance.
+    max_neg_elbo: float | None = None
+    regression_tolerance_nats: float = 1.0
+    # Which earlier model the candidate must not be worse than. "other_blessed": the newest
+    # blessed model other than the candidate, so an unchanged re-run stays fully cached (local
+    # runs); "latest_blessed": TFX's LatestBlessedModelStrategy, the one Kubeflow compiles.
+    baseline: str = "other_blessed"
+    # Pushed models: <serving_root>/<model_name>/<version>/, the layout TF Serving reads.
+    model_name: str = "vae-mnist"
+    serving_root: str | None = None  # default: <output_dir>/serving
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     enable_cache: bool = True
 
     def __post_init__(self) -> None:
-        datasets.get(self.dataset)  # fail early on an unknown name
+        datasets.get(self.dataset)  # fail early on unknown names and fields
+        _ = self.vae
+        if self.baseline not in ("other_blessed", "latest_blessed"):
+            raise ValueError(f"baseline must be 'other_blessed' or 'latest_blessed', got {self.baseline!r}")
         self.data_root = os.path.abspath(self.data_root)
         self.output_dir = os.path.abspath(self.output_dir)
         if self.input_dir:
             self.input_dir = os.path.abspath(self.input_dir)
+        self.serving_root = os.path.abspath(self.serving_root or os.path.join(self.output_dir, "serving"))
+
+    @property
+    def vae(self) -> VaeConfig:
+        return preset(self.preset).replace(**self.vae_overrides)
+
+    @property
+    def neg_elbo_bound(self) -> float:
+        return self.max_neg_elbo if self.max_neg_elbo is not None else MAX_NEG_ELBO[self.preset]
+
+    @property
+    def serving_model_dir(self) -> str:
+        """Where Pusher writes versions and TF Serving's base_path points."""
+        return os.path.join(self.serving_root, self.model_name)
 
     @property
     def dataset_spec(self) -> datasets.DatasetSpec:

@@ -5,16 +5,19 @@ from __future__ import annotations
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components.baseline_resolver import baseline_resolver
 from components.data_gate import DataGate
 from components.idx_example_gen import IdxExampleGen
 from pipeline.config import PipelineConfig
+from pipeline.evaluation import eval_config
 
 
 def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
 ) -> tfx.dsl.Pipeline:
-    """ExampleGen -> StatisticsGen + curated schema -> ExampleValidator -> DataGate -> Transform -> Trainer."""
+    """ExampleGen -> StatisticsGen + curated schema -> ExampleValidator -> DataGate -> Transform ->
+    Trainer -> Evaluator (against the last blessed model) -> Pusher (blessed models only)."""
     example_gen = IdxExampleGen(
         input_base=config.input_base, dataset=config.dataset_spec, records_per_shard=config.records_per_shard
     )
@@ -39,11 +42,37 @@ def create_pipeline(
         schema=schema_importer.outputs["schema"],
         custom_config={"vae": config.vae.to_dict()},
     )
+    baseline = baseline_resolver(config.baseline, candidate=trainer.outputs["model"])
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        eval_config=eval_config(config.neg_elbo_bound, config.regression_tolerance_nats),
+        example_splits=["eval"],
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir)
+        ),
+    )
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_importer, example_validator, data_gate, transform, trainer],
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_importer,
+            example_validator,
+            data_gate,
+            transform,
+            trainer,
+            baseline,
+            evaluator,
+            pusher,
+        ],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_args),

@@ -82,6 +82,7 @@ class ComponentRun:
     state: str
     seconds: float
     execution_id: int
+    outputs: dict[str, list[str]]  # output key -> artifact URIs (reused ones, when cached)
 
 
 def latest_run(metadata_path: str, pipeline_name: str) -> tuple[str, list[ComponentRun]]:
@@ -99,8 +100,18 @@ def latest_run(metadata_path: str, pipeline_name: str) -> tuple[str, list[Compon
         return "", []
     run = max(runs, key=lambda ctx: ctx.create_time_since_epoch)
     prefix = pipeline_name + "."
+    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+    outputs: dict[int, dict[str, list[str]]] = {e.id: {} for e in executions}
+    events = [
+        event
+        for event in store.get_events_by_execution_ids(list(outputs))
+        if event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+    ]
+    uris = {a.id: a.uri for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    for event in events:
+        outputs[event.execution_id].setdefault(event.path.steps[0].key, []).append(uris[event.artifact_id])
     components = []
-    for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
+    for execution in executions:
         node = next(
             (c.name[len(prefix) :] for c in store.get_contexts_by_execution(execution.id) if c.type == "node"), "?"
         )
@@ -110,6 +121,7 @@ def latest_run(metadata_path: str, pipeline_name: str) -> tuple[str, list[Compon
                 state=_STATES.get(execution.last_known_state, str(execution.last_known_state)),
                 seconds=(execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000,
                 execution_id=execution.id,
+                outputs=outputs[execution.id],
             )
         )
     return run.name, components

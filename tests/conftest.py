@@ -18,7 +18,6 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from components import datasets, fetch, idx_format
-from model.config import preset
 from pipeline import local_runner, run_report
 from pipeline.config import PipelineConfig
 
@@ -27,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_ROOT = os.environ.get("VAE_MNIST_DATA_ROOT", os.path.join(REPO, "data"))
 FAST_BEAM_ARGS = ("--direct_running_mode=in_memory",)
 DATA_STAGES = ("IdxExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate")
-SMALL_RUN_VAE = preset("smoke").replace(epochs=3)
+SMALL_RUN = {"preset": "smoke", "vae_overrides": {"epochs": 3}}
 
 
 def write_idx_dataset(
@@ -105,8 +104,6 @@ def states(config: PipelineConfig) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory, small_mnist) -> PipelineConfig:
     """One whole pipeline run on 2,000 + 500 real MNIST images, with the default (multi-process) Beam."""
-    config = PipelineConfig(
-        input_dir=small_mnist, output_dir=str(tmp_path_factory.mktemp("small_run")), vae=SMALL_RUN_VAE
-    )
+    config = PipelineConfig(input_dir=small_mnist, output_dir=str(tmp_path_factory.mktemp("small_run")), **SMALL_RUN)
     run_local(config)
     return config

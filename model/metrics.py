@@ -1,0 +1,79 @@
+"""MeanScore: a TFMA metric averaging one per-image score the serving signature returns.
+
+TFMA's own ``Mean`` (metrics/stats.py) reads a fixed key path, which breaks once a baseline model
+joins the evaluation (predictions are then keyed by model name), and it keys its results as
+unweighted, which TFMA 0.47's threshold lookup (keys built with ``example_weighted=None``) never
+matches: a threshold on it can only fail with "Metric not found". This metric does both right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+import numpy as np
+from tensorflow_model_analysis.metrics import metric_types
+
+
+@dataclasses.dataclass
+class _Sum:
+    total: float = 0.0
+    count: int = 0
+
+
+class _MeanScoreCombiner(beam.CombineFn):
+    def __init__(self, key: metric_types.MetricKey, score: str, keyed_by_model: bool):
+        self._key = key
+        self._score = score
+        self._keyed_by_model = keyed_by_model
+
+    def create_accumulator(self) -> _Sum:
+        return _Sum()
+
+    def add_input(self, accumulator: _Sum, element: metric_types.StandardMetricInputs) -> _Sum:
+        predictions = element.predictions
+        if self._keyed_by_model:
+            predictions = predictions[self._key.model_name]
+        values = np.asarray(predictions[self._score], dtype=np.float64).reshape(-1)
+        accumulator.total += float(values.sum())
+        accumulator.count += values.size
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> _Sum:
+        merged = _Sum()
+        for accumulator in accumulators:
+            merged.total += accumulator.total
+            merged.count += accumulator.count
+        return merged
+
+    def extract_output(self, accumulator: _Sum) -> dict:
+        return {self._key: accumulator.total / accumulator.count if accumulator.count else float("nan")}
+
+
+def _mean_score(name: str, score: str, model_names: list[str] | None = None) -> metric_types.MetricComputations:
+    model_names = model_names or [""]
+    computations = []
+    for model_name in model_names:
+        key = metric_types.MetricKey(name=name, model_name=model_name, example_weighted=None)
+        computations.append(
+            metric_types.MetricComputation(
+                keys=[key],
+                preprocessors=[
+                    metric_types.StandardMetricInputsPreprocessor(
+                        include_filter={"predictions": {}}, include_default_inputs=False
+                    )
+                ],
+                combiner=_MeanScoreCombiner(key, score, keyed_by_model=len(model_names) > 1),
+            )
+        )
+    return computations
+
+
+class MeanScore(metric_types.Metric):
+    """The mean over examples of ``predictions[score]`` (a per-example scalar output)."""
+
+    def __init__(self, score: str, name: str | None = None):
+        super().__init__(_mean_score, name=name or score, score=score)
+
+
+metric_types.register_metric(MeanScore)
