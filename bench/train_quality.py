@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 
 import common  # noqa: F401  (first: sets up paths and quiet logs)
 import numpy as np
@@ -69,7 +68,7 @@ def evaluate(model_dir: str, images: np.ndarray, seed: int = 0, batch: int = 100
 
 
 def bench_preset(name: str, overrides: dict) -> dict:
-    from model.trainer import TRAINING_RECORD
+    from model.trainer import read_training_record
     from pipeline.config import PipelineConfig
 
     config = PipelineConfig(
@@ -80,15 +79,15 @@ def bench_preset(name: str, overrides: dict) -> dict:
     print(f"\n== {label}: {vae}")
     runs = common.run_pipeline(config)
     trainer = runs["Trainer"]
-    with open(os.path.join(trainer.outputs["model_run"][0], TRAINING_RECORD)) as f:
-        epochs = json.load(f)["epochs"]
-    model_dir = os.path.join(trainer.outputs["model"][0], "Format-Serving")
+    record = read_training_record(trainer.output("model_run").uri)
+    epochs = record["epochs"]
+    model_dir = os.path.join(trainer.output("model").uri, "Format-Serving")
     result = {
         "preset": name,
         "label": label,
         "config": vae.to_dict(),
         **evaluate(model_dir, test_set()[0]),
-        "train_examples_per_second": statistics.median(e["train_examples_per_second"] for e in epochs),
+        "train_examples_per_second": record["examples_per_second"],
         "epochs_run": len(epochs),
         "epoch_seconds_total": sum(e["seconds"] for e in epochs),
         "trainer_wall_seconds": trainer.seconds,

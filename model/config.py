@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+ACTIVATIONS = ("relu", "elu", "selu", "gelu", "swish", "tanh", "softplus", "leaky_relu")
+
 
 @dataclasses.dataclass(frozen=True)
 class VaeConfig:
@@ -41,6 +43,8 @@ class VaeConfig:
             raise ValueError(f"latent_dim, hidden_units must be positive: {self.latent_dim}, {self.hidden_units}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"batch_size and epochs must be positive, got {self.batch_size}, {self.epochs}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.input_mode not in ("memory", "stream"):
             raise ValueError(f"input_mode must be 'memory' or 'stream', got {self.input_mode!r}")
 

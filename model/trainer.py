@@ -6,8 +6,10 @@ the code path is the same. TensorBoard logs go to the Trainer's model-run direct
 """
 
 import functools
+import json
 import logging
 import os
+import statistics
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +25,20 @@ from model.vae import KlWarmup, TrainingRecord, build_vae
 
 _LOAD_BATCH = 4096
 TRAINING_RECORD = "training_record.json"  # per-epoch metrics and throughput, in the model-run dir
+
+
+def read_training_record(model_run_dir: str) -> dict | None:
+    """The Trainer's training_record.json, plus ``examples_per_second``: the median over the epochs
+    after the first (the first also traces the graph), or the first's when it is the only one."""
+    path = os.path.join(model_run_dir, TRAINING_RECORD)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        record = json.load(f)
+    speeds = [e["train_examples_per_second"] for e in record["epochs"] if "train_examples_per_second" in e]
+    steady = speeds[1:] or speeds
+    record["examples_per_second"] = statistics.median(steady) if steady else None
+    return record
 
 
 def distribution_strategy() -> tf.distribute.Strategy:

@@ -1,14 +1,20 @@
-"""The `vae-mnist` command: fetch data and run the pipeline locally.
+"""The `vae-mnist` command: fetch data, run the pipeline locally, query the served model.
 
-vae-mnist data fetch [--dataset mnist] [--source auto] [--path DIR]
-vae-mnist run [--dataset mnist] [--input-dir DIR] [--output-dir outputs] [--no-cache]
+Commands:
+- vae-mnist data fetch [--dataset mnist] [--source auto] [--path DIR]
+- vae-mnist run [--preset tutorial] [--set FIELD=VALUE] [--input-dir DIR] [--output-dir outputs] [--no-cache]
+- vae-mnist predict [--server URL | --grpc HOST:PORT | --model-dir DIR] [--signature NAME] [--count N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
+
+import numpy as np
 
 import pipeline  # noqa: F401  (quiets import-time noise before TF loads)
 from components import datasets, fetch
@@ -46,16 +52,65 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from tfx import v1 as tfx  # heavy imports: TFX, TF, Beam
 
-    from pipeline import local_runner, run_report
+    from pipeline import local_runner, outcome, run_report, serving
 
     tfx_pipeline = local_runner.local_pipeline(config)
-    print(f"Running {config.pipeline_name} on {config.input_base} -> {config.output_dir}")
+    print(f"Running {config.pipeline_name} (preset {config.preset}) on {config.input_base} -> {config.output_dir}")
     try:
         with run_report.ConsoleProgress(total=len(tfx_pipeline.components)):
             tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
     finally:
-        print(run_report.format_summary(*run_report.latest_run(config.metadata_path, config.pipeline_name)))
+        run_name, components = run_report.latest_run(config.metadata_path, config.pipeline_name)
+        print("\n" + run_report.format_summary(run_name, components))
+        for line in outcome.outcome_lines({c.node: c for c in components}, config.serving_model_dir):
+            print(line)
+    if os.path.isdir(config.serving_model_dir):
+        print(f"Serve it: {serving.docker_command(config.serving_root)}")
+        print(f"  (config {serving.write_models_config(config.serving_root, config.model_name)})")
     return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline import serving
+
+    if args.request:
+        with open(args.request) as f:
+            request = json.load(f)
+    else:
+        images = _test_images(args.data_root, args.count)
+        request = serving.rest_request(images, args.signature)
+    if args.model_dir:
+        response = serving.predict_in_process(args.model_dir, request)
+    elif args.grpc:
+        response = serving.predict_grpc(args.grpc, args.model_name, request)
+    else:
+        response = serving.predict_rest(args.server, args.model_name, request)
+    print(json.dumps(response) if args.full else _brief(response))
+    return 0
+
+
+def _test_images(data_root: str, count: int) -> np.ndarray:
+    from components import idx_format
+
+    spec = datasets.MNIST
+    directory = fetch.fetch(spec, data_root, log=lambda message: None)
+    images = idx_format.read_records(
+        os.path.join(directory, spec.splits["eval"].images), idx_format.IMAGES_MAGIC, 0, count
+    )
+    return images.reshape(len(images), -1).astype("int64")
+
+
+def _brief(response: dict) -> str:
+    """Scalars as they are, long vectors as their length: a readable digest of a response."""
+
+    def shorten(value):
+        array = np.asarray(value)
+        if array.ndim > 1 or array.size > 4:
+            return f"<{'x'.join(map(str, array.shape))} values>"
+        return np.round(array, 3).tolist()
+
+    rows = response.get("predictions") or [response.get("outputs", {})]
+    return "\n".join(json.dumps({k: shorten(v) for k, v in row.items()}) for row in rows)
 
 
 def vae_overrides(args: argparse.Namespace) -> dict:
@@ -95,14 +150,31 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a Beam pipeline argument, repeatable (default: {' '.join(DEFAULT_BEAM_ARGS)})",
     )
     run.set_defaults(func=_cmd_run)
+
+    predict = commands.add_parser(
+        "predict", help="send TF Serving requests (REST, gRPC) or answer them from the pushed model in-process"
+    )
+    target = predict.add_mutually_exclusive_group()
+    target.add_argument("--server", default="http://localhost:8501", help="TF Serving REST address")
+    target.add_argument("--grpc", metavar="HOST:PORT", help="TF Serving gRPC address, e.g. localhost:8500")
+    target.add_argument("--model-dir", help="the pushed model (<serving_root>/<model_name>, or one version)")
+    predict.add_argument("--model-name", default="vae-mnist")
+    predict.add_argument("--signature", default="serving_default")
+    predict.add_argument("--request", help="a JSON file in TF Serving's REST format (default: MNIST test images)")
+    predict.add_argument("--count", type=int, default=3, help="how many MNIST test images to send")
+    predict.add_argument("--data-root", default="data")
+    predict.add_argument("--full", action="store_true", help="print the whole response as JSON")
+    predict.set_defaults(func=_cmd_predict)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # TensorFlow's Python deprecation notices (from TFX and TFMA internals) need no action.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         return args.func(args)
-    except (fetch.FetchError, IdxError, ValueError) as err:
+    except (fetch.FetchError, IdxError, ValueError, FileNotFoundError, OSError) as err:
         print(f"vae-mnist: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # a failed component: say which problem, not a Beam traceback

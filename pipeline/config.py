@@ -1,18 +1,21 @@
 """PipelineConfig: every setting of a vae-mnist run, in one place.
 
 The local runner, the CLI, the tests and the Kubeflow compiler all build a PipelineConfig and
-hand it to ``create_pipeline``; nothing else holds paths, names or Beam arguments.
+hand it to ``create_pipeline``; nothing else holds paths, names, thresholds or Beam arguments.
+Runners without arguments read it from the environment (``PipelineConfig.from_env``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 from components import datasets
 from model.config import MAX_NEG_ELBO, VaeConfig, preset
 from schema import SCHEMA_FILE
 
+ENV_PREFIX = "VAE_MNIST_"
 # DirectRunner with one worker process per core: the data stages are Beam pipelines.
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
 
@@ -45,6 +48,26 @@ class PipelineConfig:
     serving_root: str | None = None  # default: <output_dir>/serving
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     enable_cache: bool = True
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> PipelineConfig:
+        """The defaults, overridden by VAE_MNIST_<FIELD> variables (values read as JSON, else as text).
+
+        For runners that take no arguments, such as ``tfx run create``:
+        VAE_MNIST_PRESET=quality VAE_MNIST_VAE_OVERRIDES='{"epochs": 5}' VAE_MNIST_OUTPUT_DIR=/tmp/out.
+        """
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is None:
+                continue
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
 
     def __post_init__(self) -> None:
         datasets.get(self.dataset)  # fail early on unknown names and fields

@@ -26,6 +26,12 @@ _STATES = {
 _NOISY_LOGGERS = ("apache_beam.runners.portability.local_job_service", "tensorflow")
 
 
+def _state(execution: metadata_store_pb2.Execution, types: dict[int, str]) -> str:
+    if types.get(execution.type_id, "").endswith(".Resolver"):
+        return "resolved"  # resolvers look artifacts up on every run; there is nothing to cache
+    return _STATES.get(execution.last_known_state, str(execution.last_known_state))
+
+
 class ConsoleProgress(logging.Handler):
     """Turns LocalDagRunner's 'Component X is running/finished' records into progress lines."""
 
@@ -82,7 +88,10 @@ class ComponentRun:
     state: str
     seconds: float
     execution_id: int
-    outputs: dict[str, list[str]]  # output key -> artifact URIs (reused ones, when cached)
+    outputs: dict[str, list[metadata_store_pb2.Artifact]]  # output key -> artifacts (reused ones, when cached)
+
+    def output(self, key: str) -> metadata_store_pb2.Artifact | None:
+        return self.outputs[key][0] if self.outputs.get(key) else None
 
 
 def latest_run(metadata_path: str, pipeline_name: str) -> tuple[str, list[ComponentRun]]:
@@ -101,15 +110,16 @@ def latest_run(metadata_path: str, pipeline_name: str) -> tuple[str, list[Compon
     run = max(runs, key=lambda ctx: ctx.create_time_since_epoch)
     prefix = pipeline_name + "."
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
-    outputs: dict[int, dict[str, list[str]]] = {e.id: {} for e in executions}
+    types = {t.id: t.name for t in store.get_execution_types()}
+    outputs: dict[int, dict[str, list[metadata_store_pb2.Artifact]]] = {e.id: {} for e in executions}
     events = [
         event
         for event in store.get_events_by_execution_ids(list(outputs))
         if event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
     ]
-    uris = {a.id: a.uri for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
     for event in events:
-        outputs[event.execution_id].setdefault(event.path.steps[0].key, []).append(uris[event.artifact_id])
+        outputs[event.execution_id].setdefault(event.path.steps[0].key, []).append(artifacts[event.artifact_id])
     components = []
     for execution in executions:
         node = next(
@@ -118,7 +128,7 @@ def latest_run(metadata_path: str, pipeline_name: str) -> tuple[str, list[Compon
         components.append(
             ComponentRun(
                 node=node,
-                state=_STATES.get(execution.last_known_state, str(execution.last_known_state)),
+                state=_state(execution, types),
                 seconds=(execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000,
                 execution_id=execution.id,
                 outputs=outputs[execution.id],
@@ -131,5 +141,5 @@ def format_summary(run_name: str, components: list[ComponentRun]) -> str:
     lines = [f"Run {run_name}:"]
     width = max((len(c.node) for c in components), default=0)
     for c in components:
-        lines.append(f"  {c.node:<{width}}  {c.state:<7} {c.seconds:7.1f} s")
+        lines.append(f"  {c.node:<{width}}  {c.state:<8} {c.seconds:7.1f} s")
     return "\n".join(lines)

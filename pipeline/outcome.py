@@ -1,0 +1,118 @@
+"""The end of a run in a few lines: how training went, what the Evaluator measured, whether the
+model was blessed (and if not, why), and where it was pushed."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pipeline.run_report import ComponentRun
+from pipeline.serving import versions
+
+_DIGIT_LINES = 3
+
+
+def _custom(artifact, name: str):
+    value = artifact.custom_properties.get(name)
+    if value is None:
+        return None
+    return value.string_value or value.int_value
+
+
+def training_lines(trainer: ComponentRun) -> list[str]:
+    from model.trainer import read_training_record
+
+    model_run = trainer.output("model_run")
+    record = model_run and read_training_record(model_run.uri)
+    if not record:
+        return []
+    epochs, best = record["epochs"], record["best_epoch"]
+    line = f"Training: {len(epochs)} epochs, {record['examples_per_second'] or 0:,.0f} examples/s"
+    if best and "val_neg_elbo" in best:
+        line += f"; best epoch {best['epoch']}: validation -ELBO {best['val_neg_elbo']:.1f} nats (one sample)"
+    return [line]
+
+
+def _slice_metrics(evaluation_uri: str, model_name: str | None) -> dict:
+    """{slice: {metric: value}}, slice '' being the whole split and '<digit>' each label."""
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_eval_result(evaluation_uri, model_name=model_name)
+    metrics = {}
+    for slice_key, values in result.slicing_metrics:
+        name = "" if not slice_key else str(slice_key[0][1])
+        metrics[name] = {k: v.get("doubleValue") for k, v in values[""][""].items() if "doubleValue" in v}
+    return metrics
+
+
+def evaluation_lines(evaluator: ComponentRun) -> list[str]:
+    import tensorflow_model_analysis as tfma
+
+    evaluation, blessing = evaluator.output("evaluation"), evaluator.output("blessing")
+    if not evaluation or not blessing:
+        return []
+    with open(os.path.join(evaluation.uri, "eval_config.json")) as f:
+        model_names = [s.get("name", "") for s in json.load(f)["evalConfig"]["modelSpecs"]]
+    has_baseline = "baseline" in model_names
+    metrics = _slice_metrics(evaluation.uri, "candidate" if has_baseline else None)
+    overall = metrics.pop("", {})
+    lines = [
+        f"Evaluation on {overall.get('example_count', 0):,.0f} eval images (scores at the posterior mean): "
+        f"-ELBO {overall.get('neg_elbo', float('nan')):.1f} nats = reconstruction "
+        f"{overall.get('reconstruction_error', float('nan')):.1f} + KL {overall.get('kl', float('nan')):.1f}; "
+        f"pixel MSE {overall.get('pixel_mse', float('nan')):.4f}"
+    ]
+    by_digit = sorted(((v["neg_elbo"], k) for k, v in metrics.items() if "neg_elbo" in v), reverse=True)
+    if by_digit:
+        worst = ", ".join(f"{digit} ({value:.1f})" for value, digit in by_digit[:_DIGIT_LINES])
+        best = ", ".join(f"{digit} ({value:.1f})" for value, digit in by_digit[-_DIGIT_LINES:][::-1])
+        lines.append(f"  hardest digits: {worst}; easiest: {best}")
+    if has_baseline:
+        baseline = _slice_metrics(evaluation.uri, "baseline").get("", {})
+        if "neg_elbo" in baseline:
+            diff = overall["neg_elbo"] - baseline["neg_elbo"]
+            lines.append(f"  against the last blessed model: {baseline['neg_elbo']:.1f} nats, change {diff:+.2f}")
+    else:
+        lines.append("  no blessed model to compare with yet: judged on the absolute bound alone")
+
+    if _custom(blessing, "blessed") == 1:
+        lines.append("BLESSED")
+        return lines
+    validation = tfma.load_validation_result(evaluation.uri)
+    reasons = []
+    for per_slice in validation.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            reasons.append(_reason(failure))
+    lines.append("NOT BLESSED: " + ("; ".join(dict.fromkeys(reasons)) or "see " + evaluation.uri))
+    return lines
+
+
+def _reason(failure) -> str:
+    key, threshold = failure.metric_key, failure.metric_threshold
+    value = failure.metric_value.double_value.value
+    if key.is_diff:
+        tolerance = threshold.change_threshold.absolute.value
+        return f"{key.name} is {value:+.2f} nats against the last blessed model (allowed: up to {tolerance:+.2f})"
+    if threshold.value_threshold.HasField("upper_bound"):
+        return f"{key.name} {value:.1f} is above the bound {threshold.value_threshold.upper_bound.value:.1f}"
+    return f"{key.name}: {failure.message or 'threshold not met'}"
+
+
+def push_lines(pusher: ComponentRun, serving_model_dir: str) -> list[str]:
+    pushed = pusher.output("pushed_model")
+    if pushed and _custom(pushed, "pushed") == 1:
+        return [f"Pushed: {_custom(pushed, 'pushed_destination')}"]
+    served = versions(serving_model_dir)
+    kept = f"TF Serving keeps serving version {served[-1]}" if served else "nothing is being served yet"
+    return [f"Not pushed: {kept} ({serving_model_dir})"]
+
+
+def outcome_lines(components: dict[str, ComponentRun], serving_model_dir: str) -> list[str]:
+    lines = []
+    if "Trainer" in components:
+        lines += training_lines(components["Trainer"])
+    if "Evaluator" in components and components["Evaluator"].state in ("ran", "cached"):
+        lines += evaluation_lines(components["Evaluator"])
+    if "Pusher" in components and components["Pusher"].state in ("ran", "cached"):
+        lines += push_lines(components["Pusher"], serving_model_dir)
+    return lines
