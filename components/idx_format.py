@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import io
 import os
 import struct
 from typing import BinaryIO
@@ -73,12 +74,22 @@ class IdxHeader:
 
 
 def open_binary(path: str) -> BinaryIO:
-    """Opens an IDX file for reading, transparently un-gzipping ``*.gz``."""
+    """Opens an IDX file for reading, transparently un-gzipping ``*.gz``.
+
+    Local paths use plain files; URIs (gs://, s3://, hdfs://, as on a cluster) go through
+    TensorFlow's file systems.
+    """
+    if "://" in path:
+        from tfx.dsl.io import fileio
+
+        if not fileio.exists(path):
+            raise IdxError(path, "file not found")
+        with fileio.open(path, "rb") as remote:  # IDX files are small: one read, nothing left open
+            raw: BinaryIO = io.BytesIO(remote.read())
+        return gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
     if not os.path.isfile(path):
         raise IdxError(path, "file not found")
-    if path.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
 def read_header(path: str, stream: BinaryIO, expected_magic: int) -> IdxHeader:

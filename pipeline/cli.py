@@ -4,6 +4,7 @@ Commands:
 - vae-mnist data fetch [--dataset mnist] [--source auto] [--path DIR]
 - vae-mnist run [--preset tutorial] [--set FIELD=VALUE] [--input-dir DIR] [--output-dir outputs] [--no-cache]
 - vae-mnist predict [--server URL | --grpc HOST:PORT | --model-dir DIR] [--signature NAME] [--count N]
+- vae-mnist kubeflow compile --image IMAGE --pipeline-root gs://... --input-dir gs://... --serving-root gs://...
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pipeline  # noqa: F401  (quiets import-time noise before TF loads)
 from components import datasets, fetch
 from components.idx_format import IdxError
 from model.config import PRESETS
+from pipeline.beam import PROFILES as BEAM_PROFILES
 from pipeline.config import DEFAULT_BEAM_ARGS, PipelineConfig
 
 
@@ -125,6 +127,36 @@ def vae_overrides(args: argparse.Namespace) -> dict:
     return changes
 
 
+def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
+    from kubeflow.runner import ClusterConfig, compile_pipeline
+    from pipeline.beam import beam_args
+
+    options = dict(option.partition("=")[::2] for option in args.beam_option or [])
+    options.setdefault("image", args.image)
+    config = PipelineConfig(
+        dataset=args.dataset,
+        input_dir=args.input_dir,
+        pipeline_root=args.pipeline_root,
+        serving_root=args.serving_root,
+        preset=args.preset,
+        vae_overrides=vae_overrides(args),
+        max_neg_elbo=args.max_neg_elbo,
+        beam_args=beam_args(args.beam_profile, **options),
+    )
+    cluster = ClusterConfig(image=args.image, trainer_image=args.trainer_image, gpus=args.gpus)
+    for path in compile_pipeline(config, cluster, args.output):
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tutorial", choices=list(PRESETS), help="model preset (model/config.py)")
+    parser.add_argument(
+        "--set", action="append", metavar="FIELD=VALUE", help="override a VaeConfig field, repeatable: --set epochs=3"
+    )
+    parser.add_argument("--max-neg-elbo", type=float, help="blessing bound in nats (default: the preset's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vae-mnist", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -139,11 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input-dir", help="read these IDX files instead of the fetched dataset (no checksum)")
     run.add_argument("--output-dir", default="outputs", help="pipeline root, ML Metadata, pushed models")
     run.add_argument("--no-cache", action="store_true", help="re-run every component")
-    run.add_argument("--preset", default="tutorial", choices=list(PRESETS), help="model preset (model/config.py)")
-    run.add_argument(
-        "--set", action="append", metavar="FIELD=VALUE", help="override a VaeConfig field, repeatable: --set epochs=3"
-    )
-    run.add_argument("--max-neg-elbo", type=float, help="blessing bound in nats (default: the preset's)")
+    _add_model_args(run)
     run.add_argument(
         "--beam-arg",
         action="append",
@@ -165,6 +193,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data-root", default="data")
     predict.add_argument("--full", action="store_true", help="print the whole response as JSON")
     predict.set_defaults(func=_cmd_predict)
+
+    kubeflow = commands.add_parser("kubeflow", help="Kubeflow Pipelines").add_subparsers(
+        dest="kf_command", required=True
+    )
+    compile_ = kubeflow.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines (YAML + JSON)")
+    compile_.add_argument("--image", required=True, help="the project's container image (kubeflow/Dockerfile)")
+    compile_.add_argument("--trainer-image", help="the Trainer's image, e.g. a CUDA build (default: --image)")
+    compile_.add_argument("--gpus", type=int, default=1, help="GPUs for the Trainer (0: train on CPU)")
+    compile_.add_argument("--pipeline-root", required=True, help="gs://..., s3://... or minio://... for artifacts")
+    compile_.add_argument("--input-dir", required=True, help="where the cluster reads the IDX files (gs://...)")
+    compile_.add_argument("--serving-root", required=True, help="where Pusher writes <model_name>/<version>/")
+    compile_.add_argument("--dataset", default="mnist", choices=sorted(datasets.DATASETS))
+    compile_.add_argument("--beam-profile", default="direct", choices=BEAM_PROFILES, help="runner of the data stages")
+    compile_.add_argument(
+        "--beam-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="e.g. job_endpoint=flink-jobserver:8099, project=...",
+    )
+    _add_model_args(compile_)
+    compile_.add_argument("--output", default="kubeflow/vae-mnist.yaml", help="the .yaml path; the .json goes beside")
+    compile_.set_defaults(func=_cmd_kubeflow_compile)
     return parser
 
 

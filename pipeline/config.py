@@ -13,11 +13,17 @@ import os
 
 from components import datasets
 from model.config import MAX_NEG_ELBO, VaeConfig, preset
+from pipeline.beam import beam_args
 from schema import SCHEMA_FILE
 
 ENV_PREFIX = "VAE_MNIST_"
 # DirectRunner with one worker process per core: the data stages are Beam pipelines.
-DEFAULT_BEAM_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
+DEFAULT_BEAM_ARGS = beam_args("direct")
+
+
+def _absolute(path: str) -> str:
+    """Local paths made absolute (runners change directories); URIs (gs://, s3://) as they are."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 @dataclasses.dataclass
@@ -28,8 +34,10 @@ class PipelineConfig:
     data_root: str = "data"
     # IDX files to read; defaults to the fetched dataset. Set it to run on your own IDX files.
     input_dir: str | None = None
-    # Pipeline artifacts, ML Metadata and pushed models all live under here.
+    # Pipeline artifacts, ML Metadata and pushed models all live under here...
     output_dir: str = "outputs"
+    # ...unless placed elsewhere, e.g. gs://bucket/vae-mnist on Kubeflow. Default: <output_dir>/pipeline_root/<name>.
+    pipeline_root: str | None = None
     schema_file: str = SCHEMA_FILE
     records_per_shard: int = 10_000
     # The model: a preset from model/config.py, with any of its fields overridden.
@@ -74,11 +82,14 @@ class PipelineConfig:
         _ = self.vae
         if self.baseline not in ("other_blessed", "latest_blessed"):
             raise ValueError(f"baseline must be 'other_blessed' or 'latest_blessed', got {self.baseline!r}")
-        self.data_root = os.path.abspath(self.data_root)
-        self.output_dir = os.path.abspath(self.output_dir)
+        self.data_root = _absolute(self.data_root)
+        self.output_dir = _absolute(self.output_dir)
         if self.input_dir:
-            self.input_dir = os.path.abspath(self.input_dir)
-        self.serving_root = os.path.abspath(self.serving_root or os.path.join(self.output_dir, "serving"))
+            self.input_dir = _absolute(self.input_dir)
+        self.serving_root = _absolute(self.serving_root or os.path.join(self.output_dir, "serving"))
+        self.pipeline_root = _absolute(
+            self.pipeline_root or os.path.join(self.output_dir, "pipeline_root", self.pipeline_name)
+        )
 
     @property
     def vae(self) -> VaeConfig:
@@ -100,10 +111,6 @@ class PipelineConfig:
     @property
     def input_base(self) -> str:
         return self.input_dir or os.path.join(self.data_root, self.dataset)
-
-    @property
-    def pipeline_root(self) -> str:
-        return os.path.join(self.output_dir, "pipeline_root", self.pipeline_name)
 
     @property
     def metadata_path(self) -> str:

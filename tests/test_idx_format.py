@@ -122,3 +122,16 @@ def test_image_size_must_match_unless_configured(tmp_path):
     with pytest.raises(IdxError, match="big-images: images are 32x32, expected 28x28"):
         idx_format.check_pair(images_path, labels_path, (28, 28))
     assert idx_format.check_pair(images_path, labels_path, (32, 32)).count == 2
+
+
+def test_uris_are_read_through_tensorflow_file_systems(tmp_path):
+    """On a cluster the files live at gs:// or s3:// URIs; ram:// exercises the same path here."""
+    import tensorflow as tf
+
+    local = str(tmp_path / "remote-images.gz")
+    array = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    idx_format.write_array(local, array)
+    tf.io.gfile.copy(local, "ram://remote-images.gz", overwrite=True)
+    np.testing.assert_array_equal(idx_format.read_array("ram://remote-images.gz", IMAGES_MAGIC), array)
+    with pytest.raises(IdxError, match="ram://absent.gz: file not found"):
+        idx_format.inspect("ram://absent.gz", IMAGES_MAGIC)

@@ -1,0 +1,54 @@
+"""Beam arguments for the data stages (ExampleGen, StatisticsGen, Transform, Evaluator), per
+environment. ``PipelineConfig.beam_args`` holds the result; this is the one place that knows how
+each runner is addressed.
+
+- ``direct``: Beam's DirectRunner, one worker process per core (laptops, small clusters);
+- ``flink`` / ``spark``: a portable job server in the cluster (e.g. the Flink or Spark operator's),
+  with the Python SDK harness as a sidecar (``--environment_type=EXTERNAL``) or in our image
+  (``DOCKER``);
+- ``dataflow``: Google Cloud Dataflow, with our container as the SDK image so the project's
+  modules resolve on the workers.
+"""
+
+from __future__ import annotations
+
+PROFILES = ("direct", "flink", "spark", "dataflow")
+
+_REQUIRED = {
+    "direct": (),
+    "flink": ("job_endpoint",),
+    "spark": ("job_endpoint",),
+    "dataflow": ("project", "region", "temp_location", "image"),
+}
+
+
+def beam_args(profile: str, **options: str) -> tuple[str, ...]:
+    """Pipeline arguments for a profile. Options: job_endpoint, environment_type,
+    environment_config (flink/spark); project, region, temp_location, image (dataflow)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown Beam profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    missing = [name for name in _REQUIRED[profile] if not options.get(name)]
+    if missing:
+        raise ValueError(f"Beam profile {profile!r} needs {', '.join(missing)}")
+    if profile == "direct":
+        return ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
+    if profile in ("flink", "spark"):
+        environment = options.get("environment_type") or "EXTERNAL"
+        args = [
+            "--runner=PortableRunner",
+            f"--job_endpoint={options['job_endpoint']}",
+            f"--environment_type={environment}",
+        ]
+        if environment == "EXTERNAL":
+            args.append(f"--environment_config={options.get('environment_config') or 'localhost:50000'}")
+        elif environment == "DOCKER" and options.get("image"):
+            args.append(f"--environment_config={options['image']}")
+        return tuple(args)
+    return (
+        "--runner=DataflowRunner",
+        f"--project={options['project']}",
+        f"--region={options['region']}",
+        f"--temp_location={options['temp_location']}",
+        f"--sdk_container_image={options['image']}",
+        "--experiments=use_runner_v2",
+    )
