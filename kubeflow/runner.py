@@ -29,7 +29,7 @@ ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.
 
 # Components whose work is a Beam pipeline over the whole dataset, and those that only move a file.
 DATA_STAGES = ("IdxExampleGen", "StatisticsGen", "Transform", "Evaluator")
-LIGHT_STAGES = ("ImportSchemaGen", "ExampleValidator", "DataGate", "Pusher")
+LIGHT_STAGES = ("ImportSchemaGen", "ExampleValidator", "DataGate", "ModelPictures", "Pusher")
 
 
 @dataclasses.dataclass

@@ -113,6 +113,9 @@ def outcome_lines(components: dict[str, ComponentRun], serving_model_dir: str) -
         lines += training_lines(components["Trainer"])
     if "Evaluator" in components and components["Evaluator"].state in ("ran", "cached"):
         lines += evaluation_lines(components["Evaluator"])
+    pictures = components.get("ModelPictures")
+    if pictures and pictures.output("pictures_dir"):
+        lines.append(f"Pictures: {pictures.output('pictures_dir').uri}")
     if "Pusher" in components and components["Pusher"].state in ("ran", "cached"):
         lines += push_lines(components["Pusher"], serving_model_dir)
     return lines

@@ -8,6 +8,7 @@ from tfx import v1 as tfx
 from components.baseline_resolver import baseline_resolver
 from components.data_gate import DataGate
 from components.idx_example_gen import IdxExampleGen
+from components.model_pictures import ModelPictures
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import eval_config
 
@@ -17,7 +18,8 @@ def create_pipeline(
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
 ) -> tfx.dsl.Pipeline:
     """ExampleGen -> StatisticsGen + curated schema -> ExampleValidator -> DataGate -> Transform ->
-    Trainer -> Evaluator (against the last blessed model) -> Pusher (blessed models only)."""
+    Trainer -> Evaluator (against the last blessed model) -> Pusher (blessed models only), and
+    ModelPictures beside the Evaluator."""
     example_gen = IdxExampleGen(
         input_base=config.input_base, dataset=config.dataset_spec, records_per_shard=config.records_per_shard
     )
@@ -42,6 +44,7 @@ def create_pipeline(
         schema=schema_importer.outputs["schema"],
         custom_config={"vae": config.vae.to_dict()},
     )
+    model_pictures = ModelPictures(model=trainer.outputs["model"], examples=example_gen.outputs["examples"])
     baseline = baseline_resolver(config.baseline, candidate=trainer.outputs["model"])
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
@@ -69,6 +72,7 @@ def create_pipeline(
             data_gate,
             transform,
             trainer,
+            model_pictures,
             baseline,
             evaluator,
             pusher,

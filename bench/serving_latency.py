@@ -1,0 +1,86 @@
+"""Serving cost of the pushed SavedModel, in-process: ``serving_default`` latency at batch 1
+(p50, p99) and throughput at batch 256, against calling the raw Keras encoder and decoder the
+same way, and the exported model's size on disk.
+
+  .venv/bin/python bench/serving_latency.py [--model-dir outputs/serving/vae-mnist] [--calls 2000]
+
+The difference between the two is what serving adds: the Transform graph, the input checks and
+the extra outputs. Results are printed and appended to bench/results/serving_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import common  # noqa: F401  (first: sets up paths and quiet logs)
+import numpy as np
+
+TARGET_P50_MS = 2.0
+
+
+def timings(call, batch, calls: int) -> np.ndarray:
+    for _ in range(20):  # warm up: tracing, allocations
+        call(batch)
+    seconds = np.empty(calls)
+    for i in range(calls):
+        started = time.perf_counter()
+        call(batch)
+        seconds[i] = time.perf_counter() - started
+    return seconds
+
+
+def directory_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+def main() -> None:
+    import tensorflow as tf
+
+    from pipeline.serving import latest_version_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-dir", default=os.path.join(common.REPO, "outputs", "serving", "vae-mnist"))
+    parser.add_argument("--calls", type=int, default=2000, help="timed calls at batch 1")
+    args = parser.parse_args()
+
+    version_dir = latest_version_dir(args.model_dir)
+    model = tf.saved_model.load(version_dir)
+    serve = model.signatures["serving_default"]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32)])
+    def raw_keras(pixels):  # the network alone: encoder, decoder at the posterior mean
+        z_mean, _ = model.encoder(pixels)
+        return tf.sigmoid(model.decoder(z_mean))
+
+    rng = np.random.default_rng(0)
+    images = {n: tf.constant(rng.integers(0, 256, size=(n, 784)), tf.int64) for n in (1, 256)}
+    pixels = {n: tf.cast(images[n], tf.float32) / 255.0 for n in (1, 256)}
+
+    result = {"model_dir": version_dir, "model_bytes": directory_bytes(version_dir)}
+    for name, call, inputs in (
+        ("serving_default", lambda b: serve(image=b), images),
+        ("raw_keras", raw_keras, pixels),
+    ):
+        single = timings(call, inputs[1], args.calls) * 1000
+        batched = timings(call, inputs[256], max(args.calls // 20, 20))
+        result[name] = {
+            "batch1_p50_ms": float(np.percentile(single, 50)),
+            "batch1_p99_ms": float(np.percentile(single, 99)),
+            "batch256_examples_per_second": float(256 / np.median(batched)),
+        }
+    path = common.record("serving_latency", result)
+    s, r = result["serving_default"], result["raw_keras"]
+    met = "met" if s["batch1_p50_ms"] < TARGET_P50_MS else "NOT met"
+    print(
+        f"serving_default: batch 1 p50 {s['batch1_p50_ms']:.2f} ms (target < {TARGET_P50_MS} ms: {met}), "
+        f"p99 {s['batch1_p99_ms']:.2f} ms; batch 256 {s['batch256_examples_per_second']:,.0f} examples/s\n"
+        f"raw Keras:       batch 1 p50 {r['batch1_p50_ms']:.2f} ms, p99 {r['batch1_p99_ms']:.2f} ms; "
+        f"batch 256 {r['batch256_examples_per_second']:,.0f} examples/s\n"
+        f"model size {result['model_bytes'] / 1e6:.1f} MB ({version_dir}) -> {path}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Pictures of a trained VAE, as PNG files a person can look at.
+
+- ``reconstructions.png``: rows of eval images (one per digit) above their reconstructions;
+- ``samples.png``: images decoded from the prior N(0, I);
+- ``manifold.png`` (2-D latent spaces): the decoder over a grid of the latent plane, the grid
+  placed at quantiles of N(0, 1) so it covers where the prior puts its mass;
+- ``latent_scatter.png``: each eval image's z_mean, coloured by digit (the first two principal
+  components when the latent space has more than two dimensions).
+
+Everything here takes arrays and the SavedModel's signatures, so it runs wherever the model does.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SIDE = 28
+# Ten colours that stay apart for most kinds of colour vision (Okabe-Ito, with two added).
+PALETTE = [
+    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
+    (213, 94, 0), (204, 121, 167), (0, 0, 0), (153, 153, 153), (120, 60, 160),
+]  # fmt: skip
+
+
+def grid(images: np.ndarray, columns: int, scale: int = 2, pad: int = 2) -> Image.Image:
+    """Tiles [n, 784] (or [n, 28, 28]) images in [0, 1] into one grey-level picture, ink dark."""
+    images = np.asarray(images, dtype=np.float32).reshape(-1, SIDE, SIDE)
+    rows = -(-len(images) // columns)
+    cell = SIDE * scale + pad
+    canvas = np.full((rows * cell + pad, columns * cell + pad), 255, dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        tile = np.kron(1.0 - np.clip(image, 0, 1), np.ones((scale, scale)))
+        top, left = pad + r * cell, pad + c * cell
+        canvas[top : top + SIDE * scale, left : left + SIDE * scale] = np.round(tile * 255).astype(np.uint8)
+    return Image.fromarray(canvas, mode="L")
+
+
+def first_of_each_label(labels: np.ndarray, sets: int, classes: int = 10) -> np.ndarray:
+    """Indices of the first ``sets`` examples of every class, class by class within each set."""
+    picks = [np.flatnonzero(labels == c)[:sets] for c in range(classes)]
+    return np.array([p[s] for s in range(sets) for p in picks if len(p) > s])
+
+
+def reconstruction_rows(originals: np.ndarray, reconstructions: np.ndarray, columns: int = 10) -> Image.Image:
+    """Alternating rows: ``columns`` originals, then their reconstructions."""
+    rows = []
+    for start in range(0, len(originals), columns):
+        rows += [originals[start : start + columns], reconstructions[start : start + columns]]
+    return grid(np.concatenate(rows), columns)
+
+
+def manifold_points(steps: int = 20) -> np.ndarray:
+    """A steps x steps grid of the latent plane at evenly spaced quantiles of N(0, 1)."""
+    normal = statistics.NormalDist()
+    axis = np.array([normal.inv_cdf((i + 0.5) / steps) for i in range(steps)], dtype=np.float32)
+    return np.array([(x, y) for y in axis[::-1] for x in axis], dtype=np.float32)
+
+
+def scatter(points: np.ndarray, labels: np.ndarray, title: str, size: int = 560) -> Image.Image:
+    """A latent scatter plot, one colour per label, with a legend and the axes' ranges."""
+    margin, legend = 40, 80
+    image = Image.new("RGB", (size + legend, size), "white")
+    draw = ImageDraw.Draw(image)
+    low, high = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    xy = margin + (points - low) / span * (size - 2 * margin)
+    xy[:, 1] = size - xy[:, 1]  # y grows upwards
+    for (x, y), label in zip(xy, labels, strict=True):
+        draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=PALETTE[int(label) % len(PALETTE)])
+    draw.rectangle((margin, margin, size - margin, size - margin), outline=(120, 120, 120))
+    draw.text((margin, 12), title, fill="black")
+    draw.text((margin, size - margin + 6), f"x: {low[0]:.1f} .. {high[0]:.1f}", fill="black")
+    draw.text((size - margin - 90, size - margin + 6), f"y: {low[1]:.1f} .. {high[1]:.1f}", fill="black")
+    for digit in range(10):
+        top = margin + digit * 22
+        draw.rectangle((size + 8, top, size + 22, top + 14), fill=PALETTE[digit])
+        draw.text((size + 28, top + 1), str(digit), fill="black")
+    return image
+
+
+def principal_plane(z: np.ndarray) -> tuple[np.ndarray, str]:
+    """z itself when 2-D, else its projection on the first two principal components."""
+    if z.shape[1] == 2:
+        return z, "z_mean of eval images, by digit"
+    centred = z - z.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    return centred @ components[:2].T, f"z_mean ({z.shape[1]}-D) on its first two principal components, by digit"
+
+
+def draw_all(model, images: np.ndarray, labels: np.ndarray, out_dir: str, seed: int = 0) -> list[str]:
+    """Renders every picture from a loaded serving SavedModel; returns the files written."""
+    import tensorflow as tf
+
+    serve, encode, decode, generate = (
+        model.signatures[name] for name in ("serving_default", "encode", "decode", "generate")
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+
+    def save(picture: Image.Image, name: str) -> None:
+        path = os.path.join(out_dir, name)
+        picture.save(path, optimize=True)
+        written.append(path)
+
+    shown = first_of_each_label(labels, sets=3)
+    reconstructed = serve(image=tf.constant(images[shown], tf.int64))["reconstruction"].numpy()
+    save(reconstruction_rows(images[shown] / 255.0, reconstructed), "reconstructions.png")
+    samples = generate(count=tf.constant(64), seed=tf.constant(seed, tf.int64))["images"].numpy()
+    save(grid(samples, columns=8), "samples.png")
+    z = np.concatenate(
+        [
+            encode(image=tf.constant(images[i : i + 1000], tf.int64))["z_mean"].numpy()
+            for i in range(0, len(images), 1000)
+        ]
+    )
+    if z.shape[1] == 2:
+        points = manifold_points()
+        save(grid(decode(z=tf.constant(points))["images"].numpy(), columns=20, scale=1, pad=0), "manifold.png")
+    plane, title = principal_plane(z)
+    save(scatter(plane, labels, title), "latent_scatter.png")
+    return written
