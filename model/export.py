@@ -2,9 +2,13 @@
 
 - ``serving_default``: ``image`` int64 [N, 784], raw pixels 0-255 ->
   ``reconstruction`` float [N, 784] in [0, 1]; ``reconstruction_error``, ``kl``, ``neg_elbo``
-  float [N] in nats; ``z_mean``, ``z_log_var`` float [N, latent].
+  float [N] in nats; ``pixel_mse`` float [N], the reconstruction's mean squared error over the
+  pixels (in [0, 1] units); ``z_mean``, ``z_log_var`` float [N, latent].
 - ``serving_tf_example``: ``examples`` string [N], serialized tf.Examples holding ``image`` ->
-  the same outputs (for TFMA and batch scoring).
+  the same outputs (for batch scoring).
+- ``score_tf_example``: ``examples`` string [N] -> only the per-image scores ``neg_elbo``,
+  ``reconstruction_error``, ``kl``, ``pixel_mse`` [N]: what the Evaluator needs, without 784
+  reconstructed pixels per image to carry through TFMA.
 - ``encode``: ``image`` int64 [N, 784] -> ``z_mean``, ``z_log_var`` float [N, latent].
 - ``decode``: ``z`` float [N, latent] -> ``images`` float [N, 784] in [0, 1].
 - ``generate``: ``count`` int32 scalar, ``seed`` int64 scalar (-1 for a fresh random draw) ->
@@ -25,6 +29,8 @@ import tensorflow_transform as tft
 from model.features import IMAGE_KEY, LABEL_KEY, NUM_PIXELS, PIXELS_KEY
 from model.losses import kl_nats, reconstruction_nats
 from model.vae import Vae
+
+SCORES = ("neg_elbo", "reconstruction_error", "kl", "pixel_mse")  # per image, what the Evaluator averages
 
 
 class ServingModule(tf.Module):
@@ -54,11 +60,13 @@ class ServingModule(tf.Module):
         logits = self.decoder(z_mean, training=False)
         reconstruction_error = reconstruction_nats(pixels, logits)
         kl = kl_nats(z_mean, z_log_var)
+        reconstruction = tf.sigmoid(logits)
         return {
-            "reconstruction": tf.sigmoid(logits),
+            "reconstruction": reconstruction,
             "reconstruction_error": reconstruction_error,
             "kl": kl,
             "neg_elbo": reconstruction_error + kl,
+            "pixel_mse": tf.reduce_mean(tf.square(reconstruction - pixels), axis=-1),
             "z_mean": z_mean,
             "z_log_var": z_log_var,
         }
@@ -71,6 +79,11 @@ class ServingModule(tf.Module):
     def serve_tf_examples(self, examples):
         image = tf.io.parse_example(examples, self._serving_spec)[IMAGE_KEY]
         return self._score(self._pixels(image))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def score_tf_examples(self, examples):
+        scores = self.serve_tf_examples(examples)
+        return {name: scores[name] for name in SCORES}
 
     @tf.function(input_signature=[tf.TensorSpec([None, NUM_PIXELS], tf.int64, name=IMAGE_KEY)])
     def encode(self, image):
@@ -104,6 +117,7 @@ class ServingModule(tf.Module):
         return {
             "serving_default": self.serve_pixels,
             "serving_tf_example": self.serve_tf_examples,
+            "score_tf_example": self.score_tf_examples,
             "encode": self.encode,
             "decode": self.decode.get_concrete_function(tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")),
             "generate": self.generate,
