@@ -66,6 +66,54 @@ def resolve_split_files(input_base: str, pattern: str) -> tuple[str, str]:
     return images[0], labels[0]
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def _field(tag: int, body: bytes) -> bytes:
+    """A length-delimited protobuf field: tag byte, length, body."""
+    return bytes([tag]) + _varint(len(body)) + body
+
+
+_IMAGE_KEY_FIELD, _LABEL_KEY_FIELD = _field(0x0A, IMAGE_KEY.encode()), _field(0x0A, LABEL_KEY.encode())
+
+
+def serialize_examples(images: np.ndarray, labels: np.ndarray) -> list[bytes]:
+    """Serialized tf.Examples {image: int64 list, label: int64}, byte for byte what
+    ``to_example(...).SerializeToString(deterministic=True)`` gives, about twenty times faster.
+
+    The pixels' varints are built for a whole shard at once with NumPy; values outside
+    [0, 16384) (not MNIST's, but IDX allows them) take the protobuf library's path instead.
+    """
+    values = np.asarray(images).reshape(len(images), -1)
+    labels = np.asarray(labels, dtype=np.int64)
+    if values.size and (values.min() < 0 or values.max() >= 1 << 14 or labels.min() < 0):
+        return [to_example(v, y).SerializeToString(deterministic=True) for v, y in zip(values, labels, strict=True)]
+    values = values.astype(np.uint16, copy=False)
+    two_bytes = values >= 0x80
+    varints = np.empty(values.shape + (2,), dtype=np.uint8)  # each value's one or two varint bytes
+    varints[..., 0] = (values & 0x7F) | (two_bytes << 7)
+    varints[..., 1] = values >> 7
+    present = np.empty(values.shape + (2,), dtype=bool)
+    present[..., 0], present[..., 1] = True, two_bytes
+    flat = varints[present].tobytes()
+    ends = np.cumsum(values.shape[1] + two_bytes.sum(axis=1))
+    records, start = [], 0
+    for end, label in zip(ends.tolist(), labels.tolist(), strict=True):
+        # Example{features{feature{"image": Feature{int64_list{packed values}}}, {"label": ...}}}
+        image = _IMAGE_KEY_FIELD + _field(0x12, _field(0x1A, _field(0x0A, flat[start:end])))
+        label_entry = _LABEL_KEY_FIELD + _field(0x12, _field(0x1A, _field(0x0A, _varint(label))))
+        records.append(_field(0x0A, _field(0x0A, image) + _field(0x0A, label_entry)))
+        start = end
+    return records
+
+
 def to_example(image: np.ndarray, label: int) -> tf.train.Example:
     return tf.train.Example(
         features=tf.train.Features(
@@ -88,8 +136,7 @@ class _ReadShard(beam.DoFn):
         start, stop = shard
         images = idx_format.read_records(self._images_path, idx_format.IMAGES_MAGIC, start, stop)
         labels = idx_format.read_records(self._labels_path, idx_format.LABELS_MAGIC, start, stop)
-        for image, label in zip(images, labels, strict=True):
-            yield to_example(image, label).SerializeToString(deterministic=True)
+        yield from serialize_examples(images, labels)
 
 
 @beam.ptransform_fn
