@@ -30,6 +30,8 @@ class VaeConfig:
     # KL warm-up: the KL term's weight rises linearly from 0 to 1 over this many epochs (0: off).
     kl_warmup_epochs: int = 0
     early_stopping_patience: int = 5  # epochs without a better validation loss; 0: off
+    # Halve the learning rate after this many epochs without a better validation loss; 0: off.
+    lr_plateau_patience: int = 0
     # Input: "memory" loads the transformed split once into RAM (the fastest path for MNIST-sized
     # data); "stream" reads it from disk every epoch (for data larger than RAM).
     input_mode: str = "memory"
@@ -41,6 +43,8 @@ class VaeConfig:
         object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
         if self.latent_dim < 1 or not self.hidden_units or min(self.hidden_units) < 1:
             raise ValueError(f"latent_dim, hidden_units must be positive: {self.latent_dim}, {self.hidden_units}")
+        if min(self.early_stopping_patience, self.lr_plateau_patience, self.kl_warmup_epochs) < 0:
+            raise ValueError("patiences and warm-up epochs must not be negative")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"batch_size and epochs must be positive, got {self.batch_size}, {self.epochs}")
         if self.activation not in ACTIVATIONS:
@@ -64,8 +68,13 @@ class VaeConfig:
 
 
 PRESETS: dict[str, VaeConfig] = {
-    # The tutorial's network as written: 784-256-2-256-784, Adam, batch 32, 10 epochs.
-    "tutorial": VaeConfig(),
+    # The tutorial's network (784-256-2-256-784 MLP), trained well: larger batches, a higher
+    # learning rate halved on plateaus, up to 80 epochs (about two minutes on two CPU cores).
+    "tutorial": VaeConfig(
+        batch_size=128, learning_rate=3e-3, epochs=80, lr_plateau_patience=3, early_stopping_patience=6
+    ),
+    # The tutorial exactly as written: Adam 1e-3, batch 32, 10 epochs. The reference point.
+    "tutorial_as_written": VaeConfig(),
     # The best 2-D latent space for the budget: a conv VAE, KL warm-up, larger batches, more epochs.
     "latent2": VaeConfig(conv=True, hidden_units=(256,), latent_dim=2, batch_size=128, epochs=40, kl_warmup_epochs=5),
     # Reconstruction quality: a 20-D latent space and a wider, deeper MLP.
@@ -78,7 +87,7 @@ PRESETS: dict[str, VaeConfig] = {
 # The Evaluator's absolute bound on the eval split's mean negative ELBO (nats per image, at the
 # posterior mean) for a model trained with each preset: clearly above what the preset reaches on
 # MNIST, clearly below a broken model (predicting 1/2 everywhere costs 543 nats).
-MAX_NEG_ELBO = {"tutorial": 165.0, "latent2": 160.0, "quality": 115.0, "smoke": 260.0}
+MAX_NEG_ELBO = {"tutorial": 165.0, "tutorial_as_written": 170.0, "latent2": 160.0, "quality": 115.0, "smoke": 260.0}
 
 
 def preset(name: str) -> VaeConfig:

@@ -101,6 +101,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     ]
     if config.kl_warmup_epochs:
         callbacks.append(KlWarmup(config.kl_warmup_epochs))
+    if config.lr_plateau_patience:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_neg_elbo", factor=0.5, patience=config.lr_plateau_patience, min_lr=1e-5
+            )
+        )
     if config.early_stopping_patience:
         # Start judging after warm-up: until then the objective itself is still changing.
         callbacks.append(
