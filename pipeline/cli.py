@@ -22,7 +22,8 @@ from components import datasets, fetch
 from components.idx_format import IdxError
 from model.config import PRESETS
 from pipeline.beam import PROFILES as BEAM_PROFILES
-from pipeline.config import DEFAULT_BEAM_ARGS, PipelineConfig
+from pipeline.beam import beam_args
+from pipeline.config import PipelineConfig
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +45,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         input_dir=args.input_dir,
         output_dir=args.output_dir,
         enable_cache=not args.no_cache,
-        beam_args=tuple(args.beam_arg) if args.beam_arg else DEFAULT_BEAM_ARGS,
+        beam_args=tuple(args.beam_arg) if args.beam_arg else beam_args(args.beam_profile),
         preset=args.preset,
         vae_overrides=vae_overrides(args),
         max_neg_elbo=args.max_neg_elbo,
@@ -129,7 +130,6 @@ def vae_overrides(args: argparse.Namespace) -> dict:
 
 def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
     from kubeflow.runner import ClusterConfig, compile_pipeline
-    from pipeline.beam import beam_args
 
     options = dict(option.partition("=")[::2] for option in args.beam_option or [])
     options.setdefault("image", args.image)
@@ -172,11 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", default="outputs", help="pipeline root, ML Metadata, pushed models")
     run.add_argument("--no-cache", action="store_true", help="re-run every component")
     _add_model_args(run)
-    run.add_argument(
-        "--beam-arg",
-        action="append",
-        help=f"a Beam pipeline argument, repeatable (default: {' '.join(DEFAULT_BEAM_ARGS)})",
-    )
+    run.add_argument("--beam-profile", default="direct", choices=BEAM_PROFILES[:2], help="how the data stages run")
+    run.add_argument("--beam-arg", action="append", help="a Beam pipeline argument, repeatable (replaces the profile)")
     run.set_defaults(func=_cmd_run)
 
     predict = commands.add_parser(

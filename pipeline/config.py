@@ -17,7 +17,7 @@ from pipeline.beam import beam_args
 from schema import SCHEMA_FILE
 
 ENV_PREFIX = "VAE_MNIST_"
-# DirectRunner with one worker process per core: the data stages are Beam pipelines.
+# The data stages are Beam pipelines; locally the DirectRunner in-process (see pipeline/beam.py).
 DEFAULT_BEAM_ARGS = beam_args("direct")
 
 
