@@ -20,7 +20,7 @@ from model.features import IMAGE_KEY, LABEL_KEY, NUM_PIXELS
 class Pictures(artifact.Artifact):
     """A directory of PNG files."""
 
-    TYPE_NAME = "VaeMnistPictures"
+    TYPE_NAME = "vae_mnist.Pictures"  # namespace.Name: the form Kubeflow's compiler requires
 
 
 def read_eval_examples(examples: tfx.types.standard_artifacts.Examples, limit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -70,7 +70,10 @@ def scatter(points: np.ndarray, labels: np.ndarray, title: str, size: int = 560)
     span = np.where(high > low, high - low, 1.0)
     xy = margin + (points - low) / span * (size - 2 * margin)
     xy[:, 1] = size - xy[:, 1]  # y grows upwards
-    for (x, y), label in zip(xy, labels, strict=True):
+    inside = np.all((xy >= margin) & (xy <= size - margin), axis=1)  # the central 99% on each axis
+    if not inside.all():
+        title += f" ({(~inside).sum()} outliers not shown)"
+    for (x, y), label in zip(xy[inside], labels[inside], strict=True):
         draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=PALETTE[int(label) % len(PALETTE)])
     draw.rectangle((margin, margin, size - margin, size - margin), outline=(120, 120, 120))
     draw.text((margin, 12), title, fill="black")
