@@ -44,7 +44,6 @@ class DatasetSpec:
     debian_dir: str | None = None  # where a Debian package installs the IDX files
     debian_package: str | None = None
     image_shape: tuple[int, int] = (28, 28)
-    num_classes: int = 10
     # pipeline split name -> the files' prefix; MNIST's own train/test split, never reshuffled.
     splits: dict[str, SplitFiles] = dataclasses.field(
         default_factory=lambda: {"train": SplitFiles("train"), "eval": SplitFiles("t10k")}

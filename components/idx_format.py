@@ -62,10 +62,6 @@ class IdxHeader:
         return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
     @property
-    def header_size(self) -> int:
-        return 4 + 4 * len(self.shape)
-
-    @property
     def payload_size(self) -> int:
         return self.count * self.record_size
 
