@@ -125,3 +125,42 @@ def test_bad_inputs_fail_with_a_clear_error(serving_model, signature, kwargs, me
 def test_wrong_dtype_is_refused(serving_model):
     with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a int64 tensor but is a float tensor"):
         serving_model.signatures["serving_default"](image=tf.zeros([1, 784], tf.float32))
+
+
+@pytest.mark.parametrize("input_mode", ["memory", "stream"])
+def test_both_input_modes_feed_the_same_transformed_pixels(small_run, small_mnist, input_mode):
+    """The Trainer's two input paths, on the run's real transformed examples and TFX's own data
+    accessor: same pixels (x / 255), batched as configured, the training split reshuffled."""
+    import tensorflow_transform as tft
+    from tfx.components.trainer.fn_args_utils import DataAccessor
+    from tfx.components.util import tfxio_utils
+    from tfx.types import standard_artifacts
+
+    from model.config import VaeConfig
+    from model.trainer import input_datasets
+
+    transform_dir = os.path.join(small_run.pipeline_root, "Transform")
+    [examples_uri] = glob.glob(os.path.join(transform_dir, "transformed_examples", "*"))
+    [graph_uri] = glob.glob(os.path.join(transform_dir, "transform_graph", "*"))
+    examples = standard_artifacts.Examples()
+    examples.uri, examples.split_names = examples_uri, '["train", "eval"]'
+    accessor = DataAccessor(
+        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
+        record_batch_factory=None,
+        data_view_decode_fn=None,
+    )
+
+    class FnArgs:
+        train_files = [os.path.join(examples_uri, "Split-train", "*")]
+        eval_files = [os.path.join(examples_uri, "Split-eval", "*")]
+        data_accessor = accessor
+
+    config = VaeConfig(batch_size=100, input_mode=input_mode)
+    train, evaluation, _, _ = input_datasets(FnArgs, tft.TFTransformOutput(graph_uri), config)
+    eval_pixels = np.concatenate(list(evaluation.as_numpy_iterator()))
+    source = read_idx_dataset(small_mnist)["eval"][0].reshape(-1, 784) / 255.0
+    np.testing.assert_allclose(eval_pixels, source, rtol=1e-6)  # eval: in order, exact
+    first_batch = next(iter(train)).numpy()
+    assert first_batch.shape == (100, 784) and first_batch.dtype == np.float32
+    train_source = read_idx_dataset(small_mnist)["train"][0].reshape(-1, 784) / 255.0
+    assert not np.allclose(first_batch, train_source[:100])  # shuffled
