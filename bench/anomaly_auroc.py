@@ -12,7 +12,6 @@ appended to bench/results/anomaly_auroc.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import common  # noqa: F401  (first: sets up paths and quiet logs)
@@ -42,8 +41,8 @@ def neg_elbo_at_mean(vae, pixels: np.ndarray) -> np.ndarray:
 def main() -> None:
     import tf_keras as keras
 
-    from components import datasets, fetch, idx_format
-    from model.config import preset
+    from components import datasets, fetch
+    from model.config import VaeConfig, preset
     from model.vae import build_vae
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -51,14 +50,12 @@ def main() -> None:
     parser.add_argument("--preset", default="tutorial")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     args = parser.parse_args()
-    config = preset(args.preset).replace(**{k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)})
+    config = preset(args.preset).replace(**VaeConfig.parse_overrides(args.set))
 
     directory = fetch.fetch(datasets.MNIST, os.path.join(common.REPO, "data"))
 
     def load(split: str):
-        files = datasets.MNIST.splits[split]
-        images = idx_format.read_array(os.path.join(directory, files.images), idx_format.IMAGES_MAGIC)
-        labels = idx_format.read_array(os.path.join(directory, files.labels), idx_format.LABELS_MAGIC)
+        images, labels = datasets.MNIST.read_split(directory, split)
         return images.reshape(len(images), -1).astype(np.float32) / 255.0, labels
 
     (x_train, y_train), (x_test, y_test) = load("train"), load("eval")

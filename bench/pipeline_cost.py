@@ -11,7 +11,6 @@ bench/results/pipeline_cost.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import common  # noqa: F401  (first: sets up paths and quiet logs)
@@ -23,6 +22,7 @@ def main() -> None:
     import time
 
     from components import datasets, fetch
+    from model.config import VaeConfig
     from model.trainer import read_training_record
     from pipeline.config import DEFAULT_BEAM_ARGS, PipelineConfig
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     parser.add_argument("--beam-arg", action="append", help="Beam arguments (default: the pipeline's)")
     args = parser.parse_args()
-    overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
+    overrides = VaeConfig.parse_overrides(args.set)
     data_root = os.path.join(common.REPO, "data")
     fetch.fetch(datasets.MNIST, data_root)
     config = PipelineConfig(

@@ -19,7 +19,6 @@ Results are printed and appended to bench/results/train_quality.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import common  # noqa: F401  (first: sets up paths and quiet logs)
@@ -30,12 +29,10 @@ BUDGET_MINUTES = {"tutorial": 5, "tutorial_as_written": 5, "latent2": 20, "quali
 
 
 def test_set():
-    from components import datasets, fetch, idx_format
+    from components import datasets, fetch
 
     directory = fetch.fetch(datasets.MNIST, os.path.join(common.REPO, "data"))
-    split = datasets.MNIST.splits["eval"]
-    images = idx_format.read_array(os.path.join(directory, split.images), idx_format.IMAGES_MAGIC)
-    labels = idx_format.read_array(os.path.join(directory, split.labels), idx_format.LABELS_MAGIC)
+    images, labels = datasets.MNIST.read_split(directory, "eval")
     return images.reshape(-1, 784).astype(np.int64), labels
 
 
@@ -134,13 +131,15 @@ def bench_preset(name: str, overrides: dict, iw_k: int, iw_images: int) -> dict:
 
 
 def main() -> None:
+    from model.config import VaeConfig
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", action="append", help="preset(s) to run (default: tutorial, latent2, quality)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="override a VaeConfig field")
     parser.add_argument("--iw-k", type=int, default=1000, help="samples per image for the importance-weighted NLL")
     parser.add_argument("--iw-images", type=int, default=2000, help="test images the importance-weighted NLL uses")
     args = parser.parse_args()
-    overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
+    overrides = VaeConfig.parse_overrides(args.set)
     for name in args.preset or list(TARGETS):
         result = bench_preset(name, overrides, args.iw_k, args.iw_images)
         path = common.record("train_quality", result)

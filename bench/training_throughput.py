@@ -13,7 +13,6 @@ Results are printed and appended to bench/results/training_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -26,13 +25,11 @@ TARGET_RATIO = 0.9
 
 def plain_fit(config, epochs: int) -> float:
     """Examples/s of model.fit on in-memory arrays (median over epochs after the first)."""
-    from components import datasets, fetch, idx_format
+    from components import datasets, fetch
     from model.vae import TrainingRecord, build_vae
 
     directory = fetch.fetch(datasets.MNIST, os.path.join(common.REPO, "data"))
-    images = idx_format.read_array(
-        os.path.join(directory, datasets.MNIST.splits["train"].images), idx_format.IMAGES_MAGIC
-    )
+    images, _ = datasets.MNIST.read_split(directory, "train")
     pixels = images.reshape(len(images), -1).astype(np.float32) / 255.0
     vae = build_vae(config)
     with tempfile.TemporaryDirectory() as scratch:
@@ -43,6 +40,7 @@ def plain_fit(config, epochs: int) -> float:
 
 
 def main() -> None:
+    from model.config import VaeConfig
     from model.trainer import read_training_record
     from pipeline.config import PipelineConfig
 
@@ -51,7 +49,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     args = parser.parse_args()
-    overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
+    overrides = VaeConfig.parse_overrides(args.set)
     # Early stopping off: both sides run exactly the same number of epochs.
     overrides |= {"epochs": args.epochs, "early_stopping_patience": 0}
     config = PipelineConfig(

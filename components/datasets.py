@@ -11,6 +11,11 @@ that Debian's package ships.
 from __future__ import annotations
 
 import dataclasses
+import os
+
+import numpy as np
+
+from components import idx_format
 
 KERAS_MIRROR = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 
@@ -52,6 +57,19 @@ class DatasetSpec:
     @property
     def file_names(self) -> list[str]:
         return [name for split in self.splits.values() for name in (split.images, split.labels)]
+
+    def write_splits(self, directory: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Writes {split: (images, labels)} as the dataset's gzipped IDX files."""
+        for split, (images, labels) in arrays.items():
+            idx_format.write_array(os.path.join(directory, self.splits[split].images), images)
+            idx_format.write_array(os.path.join(directory, self.splits[split].labels), labels)
+
+    def read_split(self, directory: str, split: str, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(images [n, rows, cols], labels [n]) of a split's first ``stop`` records (all by default)."""
+        files = self.splits[split]
+        images = idx_format.read_records(os.path.join(directory, files.images), idx_format.IMAGES_MAGIC, 0, stop)
+        labels = idx_format.read_records(os.path.join(directory, files.labels), idx_format.LABELS_MAGIC, 0, stop)
+        return images, labels
 
 
 MNIST = DatasetSpec(

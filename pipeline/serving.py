@@ -57,9 +57,10 @@ def latest_version_dir(model_dir: str) -> str:
     """A SavedModel directory as given, or the highest numeric version below it (TF Serving's rule)."""
     if os.path.exists(os.path.join(model_dir, "saved_model.pb")):
         return model_dir
-    if not versions(model_dir):
+    found = versions(model_dir)
+    if not found:
         raise FileNotFoundError(f"{model_dir} holds no SavedModel and no numeric version directories")
-    return os.path.join(model_dir, str(versions(model_dir)[-1]))
+    return os.path.join(model_dir, str(found[-1]))
 
 
 def rest_request(images: np.ndarray, signature: str = "serving_default") -> dict:

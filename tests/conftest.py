@@ -17,7 +17,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components import datasets, fetch, idx_format
+from components import datasets, fetch
 from pipeline import local_runner, run_report
 from pipeline.config import PipelineConfig
 
@@ -36,21 +36,12 @@ def write_idx_dataset(
 ) -> str:
     """Writes {split: (images, labels)} under the dataset's standard file names."""
     os.makedirs(directory, exist_ok=True)
-    for split_name, (images, labels) in arrays.items():
-        split = spec.splits[split_name]
-        idx_format.write_array(os.path.join(directory, split.images), images)
-        idx_format.write_array(os.path.join(directory, split.labels), labels)
+    spec.write_splits(directory, arrays)
     return directory
 
 
 def read_idx_dataset(directory: str, spec: datasets.DatasetSpec = datasets.MNIST) -> dict:
-    return {
-        name: (
-            idx_format.read_array(os.path.join(directory, split.images), idx_format.IMAGES_MAGIC),
-            idx_format.read_array(os.path.join(directory, split.labels), idx_format.LABELS_MAGIC),
-        )
-        for name, split in spec.splits.items()
-    }
+    return {name: spec.read_split(directory, name) for name in spec.splits}
 
 
 @pytest.fixture(scope="session")
