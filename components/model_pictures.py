@@ -11,16 +11,11 @@ import os
 import numpy as np
 import tensorflow as tf
 from tfx import v1 as tfx
-from tfx.types import artifact, artifact_utils
+from tfx.types import artifact_utils
 
+from components.artifacts import Pictures
 from model import pictures
 from model.features import IMAGE_KEY, LABEL_KEY, NUM_PIXELS
-
-
-class Pictures(artifact.Artifact):
-    """A directory of PNG files."""
-
-    TYPE_NAME = "vae_mnist.Pictures"  # namespace.Name: the form Kubeflow's compiler requires
 
 
 def read_eval_examples(examples: tfx.types.standard_artifacts.Examples, limit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -126,9 +126,10 @@ def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
         max_neg_elbo=args.max_neg_elbo,
         beam_args=beam_args(args.beam_profile, **options),
     )
-    cluster = ClusterConfig(image=args.image, trainer_image=args.trainer_image, gpus=args.gpus)
-    for path in compile_pipeline(config, cluster, args.output):
-        print(f"wrote {path}")
+    cluster = ClusterConfig(
+        image=args.image, trainer_image=args.trainer_image, gpus=args.gpus, gpu_resource=args.gpu_type
+    )
+    print(f"wrote {compile_pipeline(config, cluster, args.output, target=args.target)}")
     return 0
 
 
@@ -177,11 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     kubeflow = commands.add_parser("kubeflow", help="Kubeflow Pipelines").add_subparsers(
         dest="kf_command", required=True
     )
-    compile_ = kubeflow.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines (YAML + JSON)")
+    compile_ = kubeflow.add_parser(
+        "compile", help="compile the pipeline for Kubeflow Pipelines (YAML) or Vertex AI Pipelines (JSON)"
+    )
+    compile_.add_argument(
+        "--target", default="kfp", choices=["kfp", "vertex"], help="open-source KFP 2.x (default) or Vertex AI"
+    )
     compile_.add_argument("--image", required=True, help="the project's container image (kubeflow/Dockerfile)")
     compile_.add_argument("--trainer-image", help="the Trainer's image, e.g. a CUDA build (default: --image)")
     compile_.add_argument("--gpus", type=int, default=1, help="GPUs for the Trainer (0: train on CPU)")
-    compile_.add_argument("--pipeline-root", required=True, help="gs://..., s3://... or minio://... for artifacts")
+    compile_.add_argument(
+        "--gpu-type", help="the GPU resource (default: nvidia.com/gpu on KFP, NVIDIA_TESLA_T4 on Vertex)"
+    )
+    compile_.add_argument("--pipeline-root", required=True, help="gs://... for artifacts (what TensorFlow can write)")
     compile_.add_argument("--input-dir", required=True, help="where the cluster reads the IDX files (gs://...)")
     compile_.add_argument("--serving-root", required=True, help="where Pusher writes <model_name>/<version>/")
     compile_.add_argument("--dataset", default="mnist", choices=sorted(datasets.DATASETS))
@@ -193,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="e.g. job_endpoint=flink-jobserver:8099, project=...",
     )
     _add_model_args(compile_)
-    compile_.add_argument("--output", default="kubeflow/vae-mnist.yaml", help="the .yaml path; the .json goes beside")
+    compile_.add_argument(
+        "--output", default="kubeflow/vae-mnist.yaml", help="the file (.yaml for kfp, .json for vertex)"
+    )
     compile_.set_defaults(func=_cmd_kubeflow_compile)
     return parser
 

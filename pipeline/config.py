@@ -44,13 +44,9 @@ class PipelineConfig:
     preset: str = "tutorial"
     vae_overrides: dict = dataclasses.field(default_factory=dict)
     # Blessing: the eval split's mean negative ELBO (nats) must stay under max_neg_elbo (default:
-    # the preset's bound) and may exceed the last blessed model's by at most the tolerance.
+    # the preset's bound) and may exceed the served model's by at most the tolerance.
     max_neg_elbo: float | None = None
     regression_tolerance_nats: float = 1.0
-    # Which earlier model the candidate must not be worse than. "other_blessed": the newest
-    # blessed model other than the candidate, so an unchanged re-run stays fully cached (local
-    # runs); "latest_blessed": TFX's LatestBlessedModelStrategy, the one Kubeflow compiles.
-    baseline: str = "other_blessed"
     # Pushed models: <serving_root>/<model_name>/<version>/, the layout TF Serving reads.
     model_name: str = "vae-mnist"
     serving_root: str | None = None  # default: <output_dir>/serving
@@ -80,8 +76,6 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         datasets.get(self.dataset)  # fail early on unknown names and fields
         _ = self.vae
-        if self.baseline not in ("other_blessed", "latest_blessed"):
-            raise ValueError(f"baseline must be 'other_blessed' or 'latest_blessed', got {self.baseline!r}")
         self.data_root = _absolute(self.data_root)
         self.output_dir = _absolute(self.output_dir)
         if self.input_dir:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 
+from components.served_model import SERVED_VERSION_KEY
+from components.serving_layout import versions
 from pipeline.run_report import ComponentRun
-from pipeline.serving import versions
 
 _DIGIT_LINES = 3
 
@@ -45,7 +46,7 @@ def _slice_metrics(evaluation_uri: str, model_name: str | None) -> dict:
     return metrics
 
 
-def evaluation_lines(evaluator: ComponentRun) -> list[str]:
+def evaluation_lines(evaluator: ComponentRun, served_version: int | None = None) -> list[str]:
     import tensorflow_model_analysis as tfma
 
     evaluation, blessing = evaluator.output("evaluation"), evaluator.output("blessing")
@@ -71,9 +72,10 @@ def evaluation_lines(evaluator: ComponentRun) -> list[str]:
         baseline = _slice_metrics(evaluation.uri, "baseline").get("", {})
         if "neg_elbo" in baseline:
             diff = overall["neg_elbo"] - baseline["neg_elbo"]
-            lines.append(f"  against the last blessed model: {baseline['neg_elbo']:.1f} nats, change {diff:+.2f}")
+            served = f"the served model (version {served_version})" if served_version else "the served model"
+            lines.append(f"  against {served}: {baseline['neg_elbo']:.1f} nats, change {diff:+.2f}")
     else:
-        lines.append("  no blessed model to compare with yet: judged on the absolute bound alone")
+        lines.append("  no model is served yet: judged on the absolute bound alone")
 
     if _custom(blessing, "blessed") == 1:
         lines.append("BLESSED")
@@ -92,16 +94,20 @@ def _reason(failure) -> str:
     value = failure.metric_value.double_value.value
     if key.is_diff:
         tolerance = threshold.change_threshold.absolute.value
-        return f"{key.name} is {value:+.2f} nats against the last blessed model (allowed: up to {tolerance:+.2f})"
+        return f"{key.name} is {value:+.2f} nats against the served model (allowed: up to {tolerance:+.2f})"
     if threshold.value_threshold.HasField("upper_bound"):
         return f"{key.name} {value:.1f} is above the bound {threshold.value_threshold.upper_bound.value:.1f}"
     return f"{key.name}: {failure.message or 'threshold not met'}"
 
 
 def push_lines(pusher: ComponentRun, serving_model_dir: str) -> list[str]:
+    from components.pusher import ALREADY_SERVED_KEY
+
     pushed = pusher.output("pushed_model")
     if pushed and _custom(pushed, "pushed") == 1:
         return [f"Pushed: {_custom(pushed, 'pushed_destination')}"]
+    if pushed and _custom(pushed, ALREADY_SERVED_KEY):
+        return [f"Not pushed: this model is already served as version {_custom(pushed, ALREADY_SERVED_KEY)}"]
     served = versions(serving_model_dir)
     kept = f"TF Serving keeps serving version {served[-1]}" if served else "nothing is being served yet"
     return [f"Not pushed: {kept} ({serving_model_dir})"]
@@ -112,7 +118,9 @@ def outcome_lines(components: dict[str, ComponentRun], serving_model_dir: str) -
     if "Trainer" in components:
         lines += training_lines(components["Trainer"])
     if "Evaluator" in components and components["Evaluator"].state in ("ran", "cached"):
-        lines += evaluation_lines(components["Evaluator"])
+        served = components.get("ServedModel")
+        served_version = served and served.output("model") and _custom(served.output("model"), SERVED_VERSION_KEY)
+        lines += evaluation_lines(components["Evaluator"], served_version or None)
     pictures = components.get("ModelPictures")
     if pictures and pictures.output("pictures_dir"):
         lines.append(f"Pictures: {pictures.output('pictures_dir').uri}")

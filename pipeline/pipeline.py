@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from components.baseline_resolver import baseline_resolver
 from components.data_gate import DataGate
+from components.evaluator import Evaluator
 from components.idx_example_gen import IdxExampleGen
 from components.model_pictures import ModelPictures
+from components.pusher import Pusher
+from components.served_model import ServedModel
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import eval_config
 
@@ -16,10 +20,15 @@ from pipeline.evaluation import eval_config
 def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
+    lookup_nonce: str | None = None,
 ) -> tfx.dsl.Pipeline:
     """ExampleGen -> StatisticsGen + curated schema -> ExampleValidator -> DataGate -> Transform ->
-    Trainer -> Evaluator (against the last blessed model) -> Pusher (blessed models only), and
-    ModelPictures beside the Evaluator."""
+    Trainer -> Evaluator (against the model served now) -> Pusher (blessed models only), and
+    ModelPictures beside the Evaluator.
+
+    ``lookup_nonce`` keeps ServedModel out of the cache (default: a fresh token per call, i.e.
+    per local run); the Kubeflow compiler passes the run-id placeholder instead.
+    """
     example_gen = IdxExampleGen(
         input_base=config.input_base, dataset=config.dataset_spec, records_per_shard=config.records_per_shard
     )
@@ -45,15 +54,17 @@ def create_pipeline(
         custom_config={"vae": config.vae.to_dict()},
     )
     model_pictures = ModelPictures(model=trainer.outputs["model"], examples=example_gen.outputs["examples"])
-    baseline = baseline_resolver(config.baseline, candidate=trainer.outputs["model"])
-    evaluator = tfx.components.Evaluator(
+    served_model = ServedModel(
+        serving_model_dir=config.serving_model_dir, lookup_nonce=lookup_nonce or uuid.uuid4().hex
+    )
+    evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=baseline.outputs["model"],
+        baseline_model=served_model.outputs["model"],
         eval_config=eval_config(config.neg_elbo_bound, config.regression_tolerance_nats),
         example_splits=["eval"],
     )
-    pusher = tfx.components.Pusher(
+    pusher = Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
@@ -73,7 +84,7 @@ def create_pipeline(
             transform,
             trainer,
             model_pictures,
-            baseline,
+            served_model,
             evaluator,
             pusher,
         ],

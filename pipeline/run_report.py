@@ -26,9 +26,7 @@ _STATES = {
 _NOISY_LOGGERS = ("apache_beam.runners.portability.local_job_service", "tensorflow")
 
 
-def _state(execution: metadata_store_pb2.Execution, types: dict[int, str]) -> str:
-    if types.get(execution.type_id, "").endswith(".Resolver"):
-        return "resolved"  # resolvers look artifacts up on every run; there is nothing to cache
+def _state(execution: metadata_store_pb2.Execution) -> str:
     return _STATES.get(execution.last_known_state, str(execution.last_known_state))
 
 
@@ -110,7 +108,6 @@ def latest_run(metadata_path: str, pipeline_name: str) -> tuple[str, list[Compon
     run = max(runs, key=lambda ctx: ctx.create_time_since_epoch)
     prefix = pipeline_name + "."
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
-    types = {t.id: t.name for t in store.get_execution_types()}
     outputs: dict[int, dict[str, list[metadata_store_pb2.Artifact]]] = {e.id: {} for e in executions}
     events = [
         event
@@ -128,7 +125,7 @@ def latest_run(metadata_path: str, pipeline_name: str) -> tuple[str, list[Compon
         components.append(
             ComponentRun(
                 node=node,
-                state=_state(execution, types),
+                state=_state(execution),
                 seconds=(execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000,
                 execution_id=execution.id,
                 outputs=outputs[execution.id],

@@ -46,21 +46,16 @@ def docker_command(serving_root: str) -> str:
     )
 
 
-def versions(model_dir: str) -> list[int]:
-    """The numeric version directories under a model's base path, oldest first."""
-    if not os.path.isdir(model_dir):
-        return []
-    return sorted(int(v) for v in os.listdir(model_dir) if v.isdigit())
-
-
 def latest_version_dir(model_dir: str) -> str:
-    """A SavedModel directory as given, or the highest numeric version below it (TF Serving's rule)."""
-    if os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+    """A SavedModel directory as given, or the version TF Serving serves from below it."""
+    from components.serving_layout import SAVED_MODEL_FILE, served_version_dir  # TFX's fileio: heavy
+
+    if os.path.exists(os.path.join(model_dir, SAVED_MODEL_FILE)):
         return model_dir
-    found = versions(model_dir)
+    found = served_version_dir(model_dir)
     if not found:
         raise FileNotFoundError(f"{model_dir} holds no SavedModel and no numeric version directories")
-    return os.path.join(model_dir, str(found[-1]))
+    return found
 
 
 def rest_request(images: np.ndarray, signature: str = "serving_default") -> dict:

@@ -4,6 +4,7 @@ pipeline runs on them. Pipeline runs are session-scoped: each costs tens of seco
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 
 # isort: off
@@ -79,6 +80,16 @@ def read_examples(config: PipelineConfig, split: str) -> tuple[np.ndarray, np.nd
         images.append(features["image"].int64_list.value)
         labels.append(features["label"].int64_list.value)
     return np.array(images), np.array(labels)
+
+
+def served_files(serving_model_dir: str) -> dict[str, str]:
+    """Every file under a model's serving directory with its SHA-256: what TF Serving would see."""
+    result = {}
+    for path in sorted(glob.glob(os.path.join(serving_model_dir, "**"), recursive=True)):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                result[os.path.relpath(path, serving_model_dir)] = hashlib.sha256(f.read()).hexdigest()
+    return result
 
 
 def store_of(config: PipelineConfig) -> metadata_store.MetadataStore:

@@ -101,7 +101,7 @@ def test_truncated_idx_fails_example_gen_and_registers_no_examples(tmp_path, sma
 def test_full_mnist_run(tmp_path, mnist_arrays):
     config = PipelineConfig(data_root=DATA_ROOT, output_dir=str(tmp_path), preset="smoke")
     run_local(config)
-    assert set(states(config).values()) == {"ran", "resolved"}
+    assert set(states(config).values()) == {"ran"}
     for split, count in (("train", 60_000), ("eval", 10_000)):
         images, labels = read_examples(config, split)
         assert len(labels) == count
@@ -118,7 +118,7 @@ def test_full_fashion_mnist_run_through_the_cli(tmp_path, capsys):
     argv += ["--preset", "smoke", "--max-neg-elbo", "400"]
     assert cli.main([*argv, "--output-dir", str(tmp_path / "out")]) == 0
     config = PipelineConfig(dataset="fashion_mnist", data_root=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
-    assert set(states(config).values()) == {"ran", "resolved"}
+    assert set(states(config).values()) == {"ran"}
     assert len(os.listdir(config.serving_model_dir)) == 1  # blessed and pushed
     images, labels = read_examples(config, "eval")
     source_images, source_labels = read_idx_dataset(config.input_base, datasets.FASHION_MNIST)["eval"]

@@ -2,8 +2,6 @@
 reaches the TF Serving directory; re-runs are cached; a crashed run resumes; the tfx CLI works."""
 
 import dataclasses
-import glob
-import hashlib
 import os
 import signal
 import sqlite3
@@ -14,10 +12,20 @@ import time
 import numpy as np
 import pytest
 
+from components import serving_layout
 from pipeline import outcome, serving
 from pipeline.config import PipelineConfig
 from pipeline.run_report import latest_run
-from tests.conftest import DATA_STAGES, FAST_BEAM_ARGS, REPO, SMALL_RUN, read_idx_dataset, run_local, states
+from tests.conftest import (
+    DATA_STAGES,
+    FAST_BEAM_ARGS,
+    REPO,
+    SMALL_RUN,
+    read_idx_dataset,
+    run_local,
+    served_files,
+    states,
+)
 
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -26,21 +34,11 @@ def components(config: PipelineConfig) -> dict:
     return {c.node: c for c in latest_run(config.metadata_path, config.pipeline_name)[1]}
 
 
-def served_files(config: PipelineConfig) -> dict[str, str]:
-    """Every file under the serving directory with its SHA-256: what TF Serving would see."""
-    result = {}
-    for path in sorted(glob.glob(os.path.join(config.serving_model_dir, "**"), recursive=True)):
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                result[os.path.relpath(path, config.serving_root)] = hashlib.sha256(f.read()).hexdigest()
-    return result
-
-
 def test_every_component_succeeds_and_the_model_is_blessed_and_pushed(small_run):
-    assert set(states(small_run).values()) == {"ran", "resolved"}
+    assert set(states(small_run).values()) == {"ran"}
     lines = outcome.outcome_lines(components(small_run), small_run.serving_model_dir)
     assert "BLESSED" in lines
-    [version] = serving.versions(small_run.serving_model_dir)
+    [version] = serving_layout.versions(small_run.serving_model_dir)
     version_dir = os.path.join(small_run.serving_model_dir, str(version))
     assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))  # <root>/<model_name>/<version>/
     assert any(line == f"Pushed: {version_dir}" for line in lines)
@@ -107,7 +105,9 @@ def release_runs(tmp_path_factory, small_mnist) -> dict[str, Outcome]:
         config = PipelineConfig(**(settings | changes))
         run_local(config)
         return Outcome(
-            states(config), outcome.outcome_lines(components(config), config.serving_model_dir), served_files(config)
+            states(config),
+            outcome.outcome_lines(components(config), config.serving_model_dir),
+            served_files(config.serving_model_dir),
         )
 
     return {
@@ -120,17 +120,23 @@ def release_runs(tmp_path_factory, small_mnist) -> dict[str, Outcome]:
     }
 
 
-def test_second_identical_run_is_fully_cached(release_runs):
+def test_second_identical_run_is_cached_and_pushes_nothing(release_runs):
     assert "BLESSED" in release_runs["good"].lines and len(release_runs["good"].served) > 0
     again = release_runs["again"]
-    assert set(again.states.values()) == {"cached", "resolved"}
+    # The served model is looked up afresh every run, so the Evaluator and Pusher look again;
+    # everything else comes from the cache.
+    fresh = ("ServedModel", "Evaluator", "Pusher")
+    assert again.states == {node: "ran" if node in fresh else "cached" for node in again.states}
+    [version] = {path.split("/")[0] for path in again.served}
+    assert any(line.startswith("  against the served model (version ") for line in again.lines)
+    assert f"Not pushed: this model is already served as version {version}" in again.lines
     assert again.served == release_runs["good"].served  # nothing new pushed
 
 
 def test_regression_against_the_served_model_is_not_blessed(release_runs):
     worse = release_runs["worse"]
     assert worse.states["Trainer"] == "ran"
-    regression = "against the last blessed model (allowed: up to +1.00)"
+    regression = "against the served model (allowed: up to +1.00)"
     assert any(line.startswith("NOT BLESSED: neg_elbo is +") and regression in line for line in worse.lines)
     assert any(line.startswith("Not pushed: TF Serving keeps serving version") for line in worse.lines)
     assert worse.served == release_runs["good"].served  # the served version is untouched, byte for byte
@@ -185,7 +191,7 @@ def test_a_crashed_run_resumes_from_the_last_completed_component(tmp_path, small
         time.sleep(0.2)
     os.killpg(runner.pid, signal.SIGKILL)  # the machine dies mid-training
     runner.wait()
-    assert not serving.versions(config.serving_model_dir)
+    assert not serving_layout.versions(config.serving_model_dir)
 
     run_local(config)
     resumed = states(config)
@@ -193,7 +199,7 @@ def test_a_crashed_run_resumes_from_the_last_completed_component(tmp_path, small
         (*DATA_STAGES, "Transform"), "cached"
     )
     assert resumed["Trainer"] == "ran" and resumed["Pusher"] == "ran"
-    assert len(serving.versions(config.serving_model_dir)) == 1
+    assert len(serving_layout.versions(config.serving_model_dir)) == 1
 
 
 def test_tfx_cli_creates_and_runs_the_pipeline(tmp_path, small_mnist):
@@ -219,5 +225,5 @@ def test_tfx_cli_creates_and_runs_the_pipeline(tmp_path, small_mnist):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     config = PipelineConfig.from_env(env)
-    assert set(states(config).values()) == {"ran", "resolved"}
-    assert len(serving.versions(config.serving_model_dir)) == 1
+    assert set(states(config).values()) == {"ran"}
+    assert len(serving_layout.versions(config.serving_model_dir)) == 1
