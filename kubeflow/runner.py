@@ -1,14 +1,25 @@
-"""Compiles the pipeline for Kubeflow Pipelines (KubeflowV2DagRunner, the only Kubeflow runner
-in TFX 1.16) from the same ``create_pipeline`` the local runner uses.
+"""Compiles the pipeline for Kubeflow from the same ``create_pipeline`` the local runner uses
+(KubeflowV2DagRunner, the only Kubeflow runner in TFX 1.16), for one of two targets:
 
-Writes two files:
-- ``<name>.yaml``: the PipelineSpec for ``kfp.Client().upload_pipeline`` (or the KFP UI), followed
-  by a second YAML document, a KFP ``PlatformSpec`` that places the Trainer on GPU nodes (node
-  selector and tolerations: TFX does not emit them; KFP 2.1+ backends apply them);
-- ``<name>.json``: the PipelineJob (pipeline spec + runtime config) for Vertex AI Pipelines or
-  ``kfp.Client().create_run_from_pipeline_package``.
+- ``kfp`` (open-source Kubeflow Pipelines 2.x): ``<name>.yaml``, the PipelineSpec for
+  ``kfp.Client().create_run_from_pipeline_package`` or the KFP UI, followed by a second YAML
+  document, a KFP ``PlatformSpec`` that places the Trainer on GPU nodes (node selector and
+  tolerations; TFX does not emit them);
+- ``vertex`` (Vertex AI Pipelines): ``<name>.json``, a PipelineJob. Vertex names accelerators by
+  machine type (``NVIDIA_TESLA_T4``), not by Kubernetes resource, and places pods itself.
 
-What each component gets (images, CPU, memory, GPUs, placement) is ``ClusterConfig``.
+Both use pipeline spec 2.1: KFP's driver accepts a parameter only as ``runtimeValue.constant``
+(``backend/src/v2/driver/resolve.go``); TFX's default 2.0 schema writes ``constantValue``.
+The compiled spec holds no ``resolver`` or ``customJob`` executor, which KFP's backend refuses
+(``backend/src/v2/compiler/argocompiler/dag.go``): the Evaluator's baseline is ServedModel, a
+container component.
+
+Then this module sets, for every container executor, the resources its pod needs (one table,
+``RESOURCE_CLASSES``; a component missing from it fails the compile), and keeps ServedModel out
+of KFP's cache. Resources are written into the compiled spec rather than through TFX's
+``with_platform_config``, because TFX's step builder builds FileBasedExampleGen subclasses
+(IdxExampleGen) on a separate path that never copies ``platform_config``
+(``step_builder._build_file_based_example_gen_spec``).
 """
 
 from __future__ import annotations
@@ -18,18 +29,38 @@ import json
 import os
 
 import yaml
+from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
-from tfx import v1 as tfx
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner, pipeline_builder
 
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
-ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
+TARGETS = ("kfp", "vertex")
+GPU_RESOURCE = {"kfp": "nvidia.com/gpu", "vertex": "NVIDIA_TESLA_T4"}
 
-# Components whose work is a Beam pipeline over the whole dataset, and those that only move a file.
-DATA_STAGES = ("IdxExampleGen", "StatisticsGen", "Transform", "Evaluator")
-LIGHT_STAGES = ("ImportSchemaGen", "ExampleValidator", "DataGate", "ModelPictures", "Pusher")
+# What each component's pod needs. "data": a Beam pipeline over the whole dataset; "light": a
+# file or a model read, checked or copied; "trainer": the GPUs.
+RESOURCE_CLASSES = {
+    "IdxExampleGen": "data",
+    "StatisticsGen": "data",
+    "Transform": "data",
+    "Evaluator": "data",
+    "ImportSchemaGen": "light",
+    "ExampleValidator": "light",
+    "DataGate": "light",
+    "ServedModel": "light",
+    "ModelPictures": "light",
+    "Pusher": "light",
+    "Trainer": "trainer",
+}
+# Tasks that read state outside the pipeline: never answered from KFP's cache.
+UNCACHED_TASKS = ("ServedModel",)
+# KFP's driver replaces a constant that is exactly this with the run's id
+# (backend/src/v2/driver/resolve.go); Vertex does the same. A per-run value keeps ServedModel's
+# cache key unique even when a run is submitted with caching forced on for every task
+# (kfp.Client().create_run_from_pipeline_package(enable_caching=True) overrides cachingOptions).
+RUN_ID_PLACEHOLDER = "{{$.pipeline_job_uuid}}"
 
 
 @dataclasses.dataclass
@@ -37,26 +68,29 @@ class ClusterConfig:
     image: str  # the project's image (kubeflow/Dockerfile), for every component
     trainer_image: str | None = None  # the Trainer's image, e.g. a CUDA build; default: image
     gpus: int = 1  # GPUs for the Trainer, all used by MirroredStrategy; 0 trains on CPU
-    gpu_resource: str = "nvidia.com/gpu"
+    gpu_resource: str | None = None  # default: nvidia.com/gpu on KFP, NVIDIA_TESLA_T4 on Vertex
     trainer_cpu: float = 8.0
     trainer_memory: str = "32G"
     data_stage_cpu: float = 4.0
     data_stage_memory: str = "16G"
     light_cpu: float = 1.0
     light_memory: str = "2G"
-    # Trainer pod placement on GPU nodes; the defaults fit NVIDIA's GPU operator and GKE.
+    # Trainer pod placement on GPU nodes (KFP only); the defaults fit NVIDIA's GPU operator and GKE.
     node_selector: dict[str, str] = dataclasses.field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     tolerations: list[dict] = dataclasses.field(
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     )
 
-
-def _resources(cpu: float, memory: str, gpus: int = 0, gpu_resource: str = "") -> ResourceSpec:
-    spec = ResourceSpec(cpu_limit=cpu, memory_limit=_gigabytes(memory))
-    if gpus:
-        spec.accelerator.type = gpu_resource
-        spec.accelerator.count = gpus
-    return spec
+    def resources(self, resource_class: str, target: str) -> dict:
+        """The container's ``resources`` in the PipelineSpec (CPU count, memory in GB)."""
+        if resource_class == "trainer":
+            spec = {"cpuLimit": self.trainer_cpu, "memoryLimit": _gigabytes(self.trainer_memory)}
+            if self.gpus:
+                spec["accelerator"] = {"type": self.gpu_resource or GPU_RESOURCE[target], "count": str(self.gpus)}
+            return spec
+        if resource_class == "data":
+            return {"cpuLimit": self.data_stage_cpu, "memoryLimit": _gigabytes(self.data_stage_memory)}
+        return {"cpuLimit": self.light_cpu, "memoryLimit": _gigabytes(self.light_memory)}
 
 
 def _gigabytes(memory: str) -> float:
@@ -67,59 +101,71 @@ def _gigabytes(memory: str) -> float:
     return float(memory)
 
 
-def apply_cluster_resources(tfx_pipeline: tfx.dsl.Pipeline, cluster: ClusterConfig) -> None:
-    """Gives each component the CPU, memory and (for the Trainer) GPUs its work needs."""
-    for component in tfx_pipeline.components:
-        node = component.id
-        if node == "Trainer":
-            component.with_platform_config(
-                _resources(cluster.trainer_cpu, cluster.trainer_memory, cluster.gpus, cluster.gpu_resource)
-            )
-        elif node in DATA_STAGES:
-            component.with_platform_config(_resources(cluster.data_stage_cpu, cluster.data_stage_memory))
-        elif node in LIGHT_STAGES:
-            component.with_platform_config(_resources(cluster.light_cpu, cluster.light_memory))
+def executor_of(pipeline_spec: dict, task: str) -> tuple[str, dict]:
+    """(executor label, executor spec) of a task of the root DAG."""
+    component = pipeline_spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]
+    label = pipeline_spec["components"][component]["executorLabel"]
+    return label, pipeline_spec["deploymentSpec"]["executors"][label]
 
 
-def kubeflow_pipeline(config: PipelineConfig, cluster: ClusterConfig) -> tfx.dsl.Pipeline:
-    # Kubeflow's compiler knows TFX's stock baseline strategy only; KFP caches re-runs itself.
-    config = dataclasses.replace(config, baseline="latest_blessed")
-    tfx_pipeline = create_pipeline(config)  # no metadata config: the cluster's MLMD is used
-    apply_cluster_resources(tfx_pipeline, cluster)
-    return tfx_pipeline
+def finish_spec(pipeline_spec: dict, cluster: ClusterConfig, target: str) -> None:
+    """Resources for every container executor, and ServedModel kept out of the cache."""
+    tasks = pipeline_spec["root"]["dag"]["tasks"]
+    for task in tasks:
+        if task not in RESOURCE_CLASSES:
+            raise ValueError(f"component {task!r} has no Kubeflow resources: add it to RESOURCE_CLASSES ({__file__})")
+        _, executor = executor_of(pipeline_spec, task)
+        executor["container"]["resources"] = cluster.resources(RESOURCE_CLASSES[task], target)
+    for task in UNCACHED_TASKS:
+        tasks[task]["cachingOptions"] = {"enableCache": False}
+    json_format.ParseDict(pipeline_spec, pipeline_spec_pb2.PipelineSpec())  # still a valid PipelineSpec
 
 
 def platform_spec(pipeline_spec: dict, cluster: ClusterConfig) -> dict:
     """KFP's PlatformSpec document placing the Trainer's executor on GPU nodes."""
-    component = pipeline_spec["root"]["dag"]["tasks"]["Trainer"]["componentRef"]["name"]
-    executor = pipeline_spec["components"][component]["executorLabel"]
+    label, _ = executor_of(pipeline_spec, "Trainer")
     placement = {}
     if cluster.node_selector:
         placement["nodeSelector"] = {"labels": dict(cluster.node_selector)}
     if cluster.tolerations:
         placement["tolerations"] = [dict(t) for t in cluster.tolerations]
-    return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": {executor: placement}}}}}
+    return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": {label: placement}}}}}
 
 
-def compile_pipeline(config: PipelineConfig, cluster: ClusterConfig, output_path: str) -> tuple[str, str]:
-    """Writes <output_path without extension>.yaml and .json; returns their paths."""
+def compile_job(config: PipelineConfig, cluster: ClusterConfig, target: str = "kfp") -> dict:
+    """The PipelineJob (``pipelineSpec`` + ``runtimeConfig``) for a target, finished."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     images = {
         pipeline_builder.DEFAULT_IMAGE_PATH_KEY: cluster.image,
         "Trainer": cluster.trainer_image or cluster.image,
     }
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
-        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=images),
-        output_dir=os.path.dirname(os.path.abspath(output_path)),
+        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=images, use_pipeline_spec_2_1=True),
+        output_dir=os.getcwd(),  # unused: write_out=False
     )
-    job = runner.run(kubeflow_pipeline(config, cluster), write_out=False)
+    # No metadata config: the cluster's ML Metadata is used.
+    job = runner.run(create_pipeline(config, lookup_nonce=RUN_ID_PLACEHOLDER), write_out=False)
+    # KFP runs a spec without a pipeline root in its own default store (minio://), which
+    # TensorFlow cannot write; the PipelineJob for Vertex carries it as gcsOutputDirectory.
+    job["pipelineSpec"]["defaultPipelineRoot"] = config.pipeline_root
+    finish_spec(job["pipelineSpec"], cluster, target)
+    return job
+
+
+def compile_pipeline(config: PipelineConfig, cluster: ClusterConfig, output_path: str, target: str = "kfp") -> str:
+    """Writes <output_path without extension>.yaml (kfp) or .json (vertex); returns its path."""
+    job = compile_job(config, cluster, target)
     stem = os.path.splitext(os.path.abspath(output_path))[0]
     os.makedirs(os.path.dirname(stem), exist_ok=True)
-    with open(stem + ".json", "w") as f:
-        json.dump(job, f, indent=2, sort_keys=True)
+    if target == "vertex":
+        with open(stem + ".json", "w") as f:
+            json.dump(job, f, indent=2, sort_keys=True)
+        return stem + ".json"
     documents = [job["pipelineSpec"]]
     if cluster.gpus and (cluster.node_selector or cluster.tolerations):
         documents.append(platform_spec(job["pipelineSpec"], cluster))
     with open(stem + ".yaml", "w") as f:
         f.write(f"# vae-mnist for Kubeflow Pipelines (kubeflow/runner.py); pipeline root {config.pipeline_root}\n")
         yaml.safe_dump_all(documents, f, sort_keys=True)
-    return stem + ".yaml", stem + ".json"
+    return stem + ".yaml"

@@ -1,16 +1,25 @@
-"""Kubeflow, checked offline: the compiled pipeline parsed into KFP's own PipelineSpec proto,
-loaded by the pinned kfp SDK; the Dockerfile and the serving manifests parsed."""
+"""Kubeflow, checked at compile time: the spec holds nothing open-source KFP refuses, every pod
+gets its resources, the Trainer its GPUs and GPU nodes (checked with KFP's own Kubernetes platform
+proto), the image can import every module the spec runs; the serving manifests parse.
+tests/test_kubeflow_run.py executes the compiled spec."""
 
+import ast
+import importlib.metadata
 import json
 import os
+import re
+import sys
 
 import pytest
 import tomli as tomllib  # Python 3.10 has no tomllib
 import yaml
 from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.orchestration.kubeflow.v2 import compiler_utils
 
-from kubeflow.runner import ClusterConfig, compile_pipeline
+from kubeflow import runner
+from kubeflow.runner import ClusterConfig, compile_pipeline, executor_of
 from pipeline import beam, cli
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
@@ -19,6 +28,7 @@ from tests.conftest import REPO
 IMAGE, GPU_IMAGE = "registry.example/vae-mnist:0.1.0", "registry.example/vae-mnist:0.1.0-gpu"
 ROOT = "gs://vae-bucket/pipeline_root"
 BEAM_COMPONENTS = ("IdxExampleGen", "StatisticsGen", "Transform", "Evaluator")
+OUR_PACKAGES = ("components", "kubeflow", "model", "pipeline", "schema")
 
 
 @pytest.fixture(scope="module")
@@ -31,94 +41,128 @@ def compiled(tmp_path_factory):
         beam_args=beam.beam_args("flink", job_endpoint="flink-jobserver:8099"),
     )
     cluster = ClusterConfig(image=IMAGE, trainer_image=GPU_IMAGE, gpus=2)
-    yaml_path, json_path = compile_pipeline(config, cluster, str(out / "vae-mnist.yaml"))
-    with open(json_path) as f:
-        job = json.load(f)
-    spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    yaml_path = compile_pipeline(config, cluster, str(out / "vae-mnist.yaml"))
     with open(yaml_path) as f:
         documents = list(yaml.safe_load_all(f))
-    return config, job, spec, documents, yaml_path
-
-
-def executor(spec, task: str):
-    component = spec.root.dag.tasks[task].component_ref.name
-    label = spec.components[component].executor_label
-    deployment = json_format.MessageToDict(spec.deployment_spec)
-    return label, deployment["executors"][label]
+    spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
+    return config, documents, spec, yaml_path
 
 
 def test_every_local_component_is_a_task_with_the_same_dependencies(compiled):
-    config, _, spec, _, _ = compiled
+    config, documents, spec, _ = compiled
     local = create_pipeline(config)
-    # KFP splits TFX's latest-blessed-model resolver in two: blessings first, then the model.
-    resolver_tasks = {t for t in spec.root.dag.tasks if t.startswith("baseline_model_resolver")}
-    model_resolver = "baseline_model_resolver-model-resolver"
-    assert resolver_tasks == {model_resolver, "baseline_model_resolver-model-blessing-resolver"}
+    assert set(spec.root.dag.tasks) == {c.id for c in local.components}
     for component in local.components:
-        if component.id == "baseline_model_resolver":
-            continue
-        assert component.id in spec.root.dag.tasks, component.id
-        expected = set()
-        for upstream in component.upstream_nodes:
-            expected.add(model_resolver if upstream.id == "baseline_model_resolver" else upstream.id)
-        assert set(spec.root.dag.tasks[component.id].dependent_tasks) == expected, component.id
-    assert set(spec.root.dag.tasks) == {c.id for c in local.components} - {"baseline_model_resolver"} | resolver_tasks
-    # The gate orders Transform after it, exactly as locally.
-    assert "DataGate" in spec.root.dag.tasks["Transform"].dependent_tasks
+        assert set(spec.root.dag.tasks[component.id].dependent_tasks) == {u.id for u in component.upstream_nodes}
+    assert "DataGate" in spec.root.dag.tasks["Transform"].dependent_tasks  # no training on gated data
+    assert "ServedModel" in spec.root.dag.tasks["Evaluator"].dependent_tasks
 
 
-def test_trainer_requests_the_gpus_on_its_own_image(compiled):
-    _, _, spec, _, _ = compiled
-    _, trainer = executor(spec, "Trainer")
-    assert trainer["container"]["image"] == GPU_IMAGE
-    resources = trainer["container"]["resources"]
-    assert resources["accelerator"] == {"type": "nvidia.com/gpu", "count": "2"}
-    assert resources["cpuLimit"] == 8.0 and resources["memoryLimit"] == 32.0
+def test_nothing_open_source_kfp_refuses(compiled):
+    _, documents, spec, _ = compiled
+    assert spec.schema_version == "2.1.0"
+    executors = documents[0]["deploymentSpec"]["executors"]
+    # backend/src/v2/compiler/argocompiler/dag.go refuses resolver and customJob executors.
+    assert {kind for executor in executors.values() for kind in executor} == {"container"}
+    # backend/src/v2/driver/resolve.go accepts runtimeValue.constant only.
+    text = json.dumps(documents[0])
+    assert "constantValue" not in text
+    for task in documents[0]["root"]["dag"]["tasks"].values():
+        for parameter in task.get("inputs", {}).get("parameters", {}).values():
+            assert set(parameter) == {"runtimeValue"} and set(parameter["runtimeValue"]) == {"constant"}
+    # Without a root, KFP would write to its MinIO store, which TensorFlow cannot address.
+    assert spec.default_pipeline_root == ROOT
+
+
+def test_every_pod_has_cpu_and_memory_and_the_trainer_its_gpus(compiled):
+    _, documents, spec, _ = compiled
+    for task in spec.root.dag.tasks:
+        resources = executor_of(documents[0], task)[1]["container"]["resources"]
+        assert resources["cpuLimit"] > 0 and resources["memoryLimit"] > 0, task
+        assert ("accelerator" in resources) == (task == "Trainer"), task
+    trainer = executor_of(documents[0], "Trainer")[1]["container"]
+    assert trainer["image"] == GPU_IMAGE
+    assert trainer["resources"] == {
+        "accelerator": {"type": "nvidia.com/gpu", "count": "2"},
+        "cpuLimit": 8.0,
+        "memoryLimit": 32.0,
+    }
+    # IdxExampleGen too, which TFX's step builder compiles on a path that drops platform_config.
+    assert executor_of(documents[0], "IdxExampleGen")[1]["container"]["resources"]["cpuLimit"] == 4.0
     for task in ("IdxExampleGen", "DataGate", "Pusher"):
-        assert executor(spec, task)[1]["container"]["image"] == IMAGE
-    assert "accelerator" not in executor(spec, "Transform")[1]["container"]["resources"]
+        assert executor_of(documents[0], task)[1]["container"]["image"] == IMAGE
+
+
+def test_a_component_without_resources_fails_the_compile(compiled, monkeypatch):
+    config = compiled[0]
+    monkeypatch.delitem(runner.RESOURCE_CLASSES, "ModelPictures")
+    with pytest.raises(ValueError, match="component 'ModelPictures' has no Kubeflow resources"):
+        runner.compile_job(config, ClusterConfig(image=IMAGE))
+
+
+def test_the_served_model_lookup_is_never_cached(compiled):
+    _, documents, _, _ = compiled
+    task = documents[0]["root"]["dag"]["tasks"]["ServedModel"]
+    assert task["cachingOptions"] == {"enableCache": False}
+    # A per-run nonce the driver fills in, in case a run forces caching on for every task.
+    assert task["inputs"]["parameters"]["lookup_nonce"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert (
+        task["inputs"]["parameters"]["serving_model_dir"]["runtimeValue"]["constant"]
+        == "gs://vae-bucket/serving/vae-mnist"
+    )
+
+
+def test_trainer_is_placed_on_gpu_nodes_in_kfps_own_platform_proto(compiled):
+    _, documents, _, _ = compiled
+    assert len(documents) == 2
+    platform = json_format.ParseDict(documents[1], pipeline_spec_pb2.PlatformSpec())
+    [(label, config)] = json_format.MessageToDict(platform.platforms["kubernetes"].deployment_spec)["executors"].items()
+    assert label == executor_of(documents[0], "Trainer")[0]
+    # KFP's driver reads each executor's entry as a KubernetesExecutorConfig: unknown fields fail here.
+    placement = json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+    assert dict(placement.node_selector.labels) == {"nvidia.com/gpu.present": "true"}
+    [toleration] = placement.tolerations
+    assert (toleration.key, toleration.operator, toleration.effect) == ("nvidia.com/gpu", "Exists", "NoSchedule")
 
 
 def test_pipeline_root_and_beam_arguments(compiled):
-    _, job, _, _, _ = compiled
-    assert job["runtimeConfig"]["gcsOutputDirectory"] == ROOT
-    _, _, spec, _, _ = compiled
+    _, documents, _, _ = compiled
     for task in BEAM_COMPONENTS:
-        args = executor(spec, task)[1]["container"]["args"]
+        args = executor_of(documents[0], task)[1]["container"]["args"]
         assert "--runner=PortableRunner" in args and "--job_endpoint=flink-jobserver:8099" in args, task
-
-
-def test_trainer_is_placed_on_gpu_nodes(compiled):
-    _, _, spec, documents, _ = compiled
-    assert len(documents) == 2
-    label, _ = executor(spec, "Trainer")
-    placement = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert list(placement) == [label]
-    assert placement[label]["nodeSelector"] == {"labels": {"nvidia.com/gpu.present": "true"}}
-    assert placement[label]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def test_the_pinned_kfp_sdk_loads_the_yaml(compiled):
     from kfp import components
 
-    loaded = components.load_component_from_file(compiled[4])
+    loaded = components.load_component_from_file(compiled[3])
     assert loaded.name == "vae-mnist"
     assert set(loaded.pipeline_spec.root.dag.tasks) == set(compiled[2].root.dag.tasks)
 
 
-def test_cli_compiles_with_a_dataflow_profile(tmp_path, capsys):
+def test_vertex_target_names_its_accelerator_and_root(tmp_path):
+    argv = ["kubeflow", "compile", "--target", "vertex", "--image", IMAGE, "--pipeline-root", ROOT]
+    argv += ["--input-dir", "gs://b/mnist", "--serving-root", "gs://b/serving", "--output", str(tmp_path / "p.json")]
+    assert cli.main(argv) == 0
+    with open(tmp_path / "p.json") as f:
+        job = json.load(f)
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == ROOT
+    trainer = executor_of(job["pipelineSpec"], "Trainer")[1]["container"]["resources"]
+    assert trainer["accelerator"] == {"type": "NVIDIA_TESLA_T4", "count": "1"}
+
+
+def test_cli_compiles_with_a_dataflow_profile(tmp_path):
     argv = ["kubeflow", "compile", "--image", IMAGE, "--pipeline-root", ROOT, "--input-dir", "gs://b/mnist"]
     argv += ["--serving-root", "gs://b/serving", "--gpus", "0", "--output", str(tmp_path / "p.yaml")]
     argv += ["--beam-profile", "dataflow", "--beam-option", "project=proj", "--beam-option", "region=europe-west4"]
     argv += ["--beam-option", "temp_location=gs://b/tmp"]
     assert cli.main(argv) == 0
-    with open(tmp_path / "p.json") as f:
-        spec = json_format.ParseDict(json.load(f)["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
-    args = executor(spec, "StatisticsGen")[1]["container"]["args"]
-    assert "--runner=DataflowRunner" in args and f"--sdk_container_image={IMAGE}" in args
-    assert "accelerator" not in executor(spec, "Trainer")[1]["container"]["resources"]
     with open(tmp_path / "p.yaml") as f:
-        assert len(list(yaml.safe_load_all(f))) == 1  # no GPU, no GPU placement
+        documents = list(yaml.safe_load_all(f))
+    assert len(documents) == 1  # no GPU, no GPU placement
+    args = executor_of(documents[0], "StatisticsGen")[1]["container"]["args"]
+    assert "--runner=DataflowRunner" in args and f"--sdk_container_image={IMAGE}" in args
+    assert "accelerator" not in executor_of(documents[0], "Trainer")[1]["container"]["resources"]
 
 
 def test_beam_profiles_say_what_they_miss():
@@ -126,6 +170,96 @@ def test_beam_profiles_say_what_they_miss():
         beam.beam_args("dataflow")
     with pytest.raises(ValueError, match="unknown Beam profile 'flnk'"):
         beam.beam_args("flnk")
+
+
+def modules_a_pod_imports(pipeline_spec: dict) -> set[str]:
+    """Every module of ours a pod imports, read from the compiled spec: executor classes, the
+    Trainer's run_fn, Transform's preprocessing_fn, TFMA metric modules, custom artifact types."""
+    modules = set()
+    for executor in pipeline_spec["deploymentSpec"]["executors"].values():
+        args = executor["container"]["args"]
+        modules.add(args[args.index("--executor_class_path") + 1].rpartition(".")[0])
+    for task in pipeline_spec["root"]["dag"]["tasks"].values():
+        for name, parameter in task.get("inputs", {}).get("parameters", {}).items():
+            value = parameter["runtimeValue"]["constant"]
+            if name in ("run_fn", "preprocessing_fn"):
+                modules.add(value.rpartition(".")[0])
+            if name == "eval_config":
+                for spec in json.loads(value).get("metrics_specs", []):
+                    modules.update(m["module"] for m in spec.get("metrics", []) if m.get("module"))
+    for component in pipeline_spec["components"].values():
+        for kind in ("inputDefinitions", "outputDefinitions"):
+            for artifact in component.get(kind, {}).get("artifacts", {}).values():
+                title = yaml.safe_load(artifact["artifactType"]["instanceSchema"])["title"]
+                if title not in compiler_utils.TITLE_TO_CLASS_PATH:
+                    modules.add(title.rpartition(".")[0])
+    return {m for m in modules if m.split(".")[0] in OUR_PACKAGES}
+
+
+def third_party_imports(modules: set[str]) -> set[str]:
+    """Top-level third-party modules that ``modules`` import, following our own imports."""
+    seen, found, todo = set(), set(), list(modules)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = os.path.join(REPO, *module.split("."))
+        path = os.path.join(path, "__init__.py") if os.path.isdir(path) else path + ".py"
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            for name in names:
+                top = name.split(".")[0]
+                if top in OUR_PACKAGES:
+                    candidate = os.path.join(REPO, *name.split("."))
+                    if os.path.isdir(candidate) or os.path.exists(candidate + ".py"):
+                        todo.append(name)
+                elif top not in sys.stdlib_module_names and top != "__future__":
+                    found.add(top)
+    return found
+
+
+def _requirement_closure(distribution: str) -> set[str]:
+    """A distribution and everything it requires, transitively, without extras."""
+    closure, todo = set(), [distribution]
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name in closure:
+            continue
+        closure.add(name)
+        try:
+            requirements = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        todo += [re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0] for r in requirements if "extra ==" not in r]
+    return closure
+
+
+def test_the_images_import_check_covers_every_module_the_spec_runs(compiled):
+    _, documents, _, _ = compiled
+    with open(os.path.join(REPO, "kubeflow", "Dockerfile")) as f:
+        dockerfile = f.read()
+    checked = set(re.search(r'python -c "import ([^"]+)"', dockerfile).group(1).replace(" ", "").split(","))
+    needed = modules_a_pod_imports(documents[0])
+    assert {"components", "components.idx_example_gen", "model.trainer", "model.features", "model.metrics"} <= needed
+    assert needed <= checked, f"kubeflow/Dockerfile's import check misses {sorted(needed - checked)}"
+    # Third-party packages: the base image has TFX 1.16 and what it requires; the rest must be installed.
+    installed_by_dockerfile = set(
+        re.search(r"pip install --no-cache-dir ([a-z0-9 _-]+)\s*\\", dockerfile).group(1).split()
+    )
+    in_base_image = _requirement_closure("tfx")
+    distributions = importlib.metadata.packages_distributions()
+    for top in third_party_imports(needed):
+        owners = {re.sub(r"[-_.]+", "-", d).lower() for d in distributions.get(top, [top])}
+        assert owners & (in_base_image | installed_by_dockerfile), (
+            f"{top} ({owners}) is neither in the TFX image nor installed"
+        )
 
 
 def test_dockerfile_builds_on_tfx_and_installs_every_package():
@@ -136,9 +270,7 @@ def test_dockerfile_builds_on_tfx_and_installs_every_package():
         packages = tomllib.load(f)["tool"]["setuptools"]["packages"]
     copied = {line.split()[1].rstrip("/") for line in lines if line.startswith("COPY")}
     assert set(packages) <= copied
-    run = " ".join(lines[lines.index(next(line for line in lines if line.startswith("RUN"))) :])
-    assert "pip install --no-cache-dir --no-deps ." in run
-    assert "import components.idx_example_gen, components.data_gate, model.trainer, model.metrics" in run
+    assert "pip install --no-cache-dir --no-deps ." in " ".join(lines)
 
 
 def test_serving_manifests():
