@@ -1,0 +1,270 @@
+"""Runs a compiled PipelineSpec the way open-source Kubeflow Pipelines' backend does, for tests.
+
+Test infrastructure, not a runner we ship. Each container task runs its own ``command`` + ``args``
+from the spec, in a subprocess of this environment: TFX's Kubeflow entrypoint and our executors,
+the code a pod runs. What KFP's backend does around that is done here as its source does it,
+limited to what our spec uses; anything else the spec might hold fails loudly instead of being
+guessed at. The rules, with the kubeflow/pipelines file each comes from:
+
+- ``backend/src/v2/compiler/argocompiler/dag.go``: only container and importer executors compile;
+  ``resolver`` ("resolver executors not implemented") and ``customJob`` ("Google Cloud only")
+  are refused.
+- ``backend/src/v2/driver/resolve.go``: a parameter's ``runtimeValue`` must be ``constant``
+  ("param runtime value spec of type ... not implemented"); a constant that is exactly
+  ``{{$.pipeline_job_uuid}}`` (and its siblings) becomes the run's id. An input artifact is the
+  producer task's output artifact as ML Metadata returns it.
+- ``backend/src/v2/driver/driver.go`` (provisionOutputs): each output artifact gets the URI
+  ``<pipeline root>/<run id>/<task>/<output>``, the type and metadata of the component's output
+  definition, and the executor writes its ExecutorOutput to ``outputFile``.
+- ``backend/src/v2/component/launcher_v2.go``: ``{{$}}`` is the ExecutorInput as JSON
+  (getPlaceholders); a missing output file is an empty ExecutorOutput (getExecutorOutputFile);
+  only the first artifact of each declared output is kept, its URI and metadata merged over the
+  provisioned one (uploadOutputArtifacts, mergeRuntimeArtifacts); its type is recorded as the
+  schema string (getArtifactSchema).
+- ``backend/src/v2/metadata/converter.go``: metadata goes through ML Metadata and back, so numbers
+  come back as doubles, booleans as 0/1, lists and structs wrapped as ``{"list": ...}`` /
+  ``{"struct": ...}``, and null is refused; the artifact's ``name`` becomes its ML Metadata id.
+- ``backend/src/v2/cacheutils/cache.go`` (GenerateCacheKey): with ``cachingOptions.enableCache``
+  a task whose input artifact names, parameter values, output specs, image, command and args
+  match an earlier successful execution reuses its output artifacts instead of running.
+- Nothing in the open-source backend reads ``lifecycle.preCacheCheck`` (the FileBasedExampleGen
+  driver TFX adds for Vertex), so it is ignored here too.
+- A failed task fails the run; tasks downstream of it do not run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+RUN_PLACEHOLDERS = ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}")
+
+
+class RefusedByKfp(Exception):
+    """The spec holds something open-source KFP's backend refuses; the message is KFP's."""
+
+
+@dataclasses.dataclass
+class Artifact:
+    """An output artifact as ML Metadata holds it."""
+
+    id: int
+    uri: str
+    schema: str
+    metadata: dict
+
+    def runtime(self) -> dict:
+        """As the driver hands it to a consumer (a RuntimeArtifact)."""
+        return {
+            "name": str(self.id),
+            "uri": self.uri,
+            "type": {"instanceSchema": self.schema},
+            "metadata": self.metadata,
+        }
+
+
+@dataclasses.dataclass
+class TaskRun:
+    state: str  # "ran", "cached", "failed" or "skipped"
+    outputs: dict[str, Artifact]
+    seconds: float = 0.0
+    log: str = ""  # the pod's stdout and stderr
+
+    def output(self, key: str) -> Artifact:
+        return self.outputs[key]
+
+
+def _mlmd_round_trip(value):
+    """A metadata value after ML Metadata and back (converter.go)."""
+    if value is None:
+        raise RefusedByKfp("unknown/unsupported value type <nil> in artifact metadata")
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, list):
+        return {"list": value}
+    if isinstance(value, dict):
+        return {"struct": value}
+    return value
+
+
+def check_supported(spec: dict) -> None:
+    """Raises RefusedByKfp for what KFP's compiler or driver refuses, NotImplementedError for
+    what KFP runs but this harness does not (nothing our spec uses)."""
+    executors = spec["deploymentSpec"]["executors"]
+    for task_name, task in spec["root"]["dag"]["tasks"].items():
+        component = spec["components"][task["componentRef"]["name"]]
+        if "dag" in component:
+            raise NotImplementedError(f"{task_name}: sub-DAGs are not implemented by this harness")
+        executor = executors[component["executorLabel"]]
+        if "resolver" in executor:
+            raise RefusedByKfp(f"{task_name}: resolver executors not implemented")
+        if "customJob" in executor:
+            raise RefusedByKfp(f"{task_name}: custom job executors is Google Cloud only, it's not supported")
+        if "container" not in executor:
+            raise NotImplementedError(f"{task_name}: executor {list(executor)} is not implemented by this harness")
+        if task.get("triggerPolicy", {}).get("condition"):
+            raise NotImplementedError(f"{task_name}: trigger conditions are not implemented by this harness")
+        for name, parameter in task.get("inputs", {}).get("parameters", {}).items():
+            runtime = parameter.get("runtimeValue")
+            if runtime is None:
+                raise NotImplementedError(f"{task_name}.{name}: only runtimeValue parameters are implemented")
+            if set(runtime) != {"constant"}:
+                kind = next(iter(runtime), "<none>")
+                raise RefusedByKfp(f"{task_name}.{name}: param runtime value spec of type {kind} not implemented")
+        for name, artifact in task.get("inputs", {}).get("artifacts", {}).items():
+            if set(artifact) != {"taskOutputArtifact"}:
+                raise NotImplementedError(f"{task_name}.{name}: only taskOutputArtifact inputs are implemented")
+
+
+class KfpHarness:
+    """One "cluster": its ML Metadata (artifact ids) and its cache live as long as the object."""
+
+    def __init__(self, workdir: str, env: dict[str, str], parallelism: int = 2, task_timeout: float = 900.0):
+        self.workdir = workdir
+        self.env = env
+        self.parallelism = parallelism  # KFP starts every task whose dependencies are done
+        self.task_timeout = task_timeout
+        self._ids = itertools.count(1)  # next() is atomic under the GIL
+        self._cache: dict[str, dict[str, Artifact]] = {}
+
+    def run(self, spec_path: str, only: tuple[str, ...] | None = None) -> dict[str, TaskRun]:
+        """Runs the spec (or only the named tasks, which must include their dependencies)."""
+        with open(spec_path) as f:
+            spec = next(yaml.safe_load_all(f))  # the second document, the PlatformSpec, is scheduling
+        json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+        check_supported(spec)
+        root = spec["defaultPipelineRoot"]
+        run_id = uuid.uuid4().hex
+        tasks = spec["root"]["dag"]["tasks"]
+        if only:
+            tasks = {name: task for name, task in tasks.items() if name in only}
+        runs: dict[str, TaskRun] = {}
+        running: dict[concurrent.futures.Future, str] = {}
+        with concurrent.futures.ThreadPoolExecutor(self.parallelism) as pool:
+            while len(runs) < len(tasks):
+                for name in sorted(set(tasks) - set(runs) - set(running.values())):
+                    needs = tasks[name].get("dependentTasks", [])
+                    if not set(needs) <= set(runs):
+                        continue
+                    if any(runs[d].state in ("failed", "skipped") for d in needs):
+                        runs[name] = TaskRun("skipped", {})
+                    else:
+                        running[pool.submit(self._run_task, spec, name, root, run_id, runs)] = name
+                if not running:
+                    if len(runs) < len(tasks):
+                        raise ValueError(f"the DAG has a cycle among {sorted(set(tasks) - set(runs))}")
+                    break
+                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    runs[running.pop(future)] = future.result()
+        return runs
+
+    def _run_task(self, spec: dict, name: str, root: str, run_id: str, runs: dict[str, TaskRun]) -> TaskRun:
+        task = spec["root"]["dag"]["tasks"][name]
+        component = spec["components"][task["componentRef"]["name"]]
+        container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+        task_dir = os.path.join(self.workdir, run_id, name)
+        os.makedirs(task_dir)
+
+        parameters = {}
+        for key, parameter in task.get("inputs", {}).get("parameters", {}).items():
+            value = parameter["runtimeValue"]["constant"]
+            parameters[key] = run_id if value in RUN_PLACEHOLDERS else value
+        inputs = {
+            key: {
+                "artifacts": [
+                    runs[a["taskOutputArtifact"]["producerTask"]]
+                    .output(a["taskOutputArtifact"]["outputArtifactKey"])
+                    .runtime()
+                ]
+            }
+            for key, a in task.get("inputs", {}).get("artifacts", {}).items()
+        }
+        provisioned = {}
+        for key, definition in component.get("outputDefinitions", {}).get("artifacts", {}).items():
+            artifact = {"uri": f"{root.rstrip('/')}/{run_id}/{name}/{key}", "type": definition["artifactType"]}
+            if definition.get("metadata"):
+                artifact["metadata"] = definition["metadata"]
+            provisioned[key] = artifact
+        executor_input = {
+            "inputs": {"parameterValues": parameters, "artifacts": inputs},
+            "outputs": {
+                "artifacts": {key: {"artifacts": [a]} for key, a in provisioned.items()},
+                "outputFile": os.path.join(task_dir, "kfp_outputs", "output_metadata.json"),
+            },
+        }
+        # What the Go driver marshals: the ExecutorInput proto, so validate it as one.
+        executor_input = json_format.MessageToDict(
+            json_format.ParseDict(executor_input, pipeline_spec_pb2.ExecutorInput())
+        )
+
+        command = list(container.get("command", [])) + list(container.get("args", []))
+        cache_key = None
+        if task.get("cachingOptions", {}).get("enableCache"):
+            key_fields = {
+                "inputArtifactNames": {k: [a["name"] for a in v["artifacts"]] for k, v in inputs.items()},
+                "inputParameterValues": parameters,
+                "outputArtifactsSpec": {
+                    k: {"type": a["type"], "metadata": a.get("metadata")} for k, a in provisioned.items()
+                },
+                "containerSpec": {"image": container["image"], "cmdArgs": command},
+            }
+            cache_key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
+            if cache_key in self._cache:
+                return TaskRun("cached", self._cache[cache_key])
+
+        argv = [part.replace("{{$}}", json.dumps(executor_input)) for part in command]
+        leftover = [part for part in argv if "{{$" in part]
+        if leftover:
+            raise NotImplementedError(f"{name}: placeholders this harness does not substitute: {leftover}")
+        started = time.monotonic()
+        try:
+            process = subprocess.run(
+                argv, env=self.env, cwd=task_dir, capture_output=True, text=True, timeout=self.task_timeout
+            )
+        except subprocess.TimeoutExpired as timeout:
+            log = "".join(
+                part.decode(errors="replace") if isinstance(part, bytes) else part
+                for part in (timeout.stdout or "", timeout.stderr or "")
+            )
+            return TaskRun("failed", {}, self.task_timeout, f"{log}\n{name} timed out after {self.task_timeout:.0f} s")
+        seconds = time.monotonic() - started
+        log = process.stdout + process.stderr
+        with open(os.path.join(task_dir, "pod.log"), "w") as f:
+            f.write(log)
+        if process.returncode != 0:
+            return TaskRun("failed", {}, seconds, log)
+
+        output_file = executor_input["outputs"]["outputFile"]
+        executor_output = pipeline_spec_pb2.ExecutorOutput()
+        if os.path.exists(output_file):
+            with open(output_file) as f:
+                json_format.Parse(f.read(), executor_output)
+        returned = json_format.MessageToDict(executor_output).get("artifacts", {})
+        outputs = {}
+        for key, artifact in provisioned.items():
+            merged = copy.deepcopy(artifact)
+            written = returned.get(key, {}).get("artifacts", [])
+            if written:
+                merged["uri"] = written[0].get("uri") or merged["uri"]
+                merged.setdefault("metadata", {}).update(written[0].get("metadata", {}))
+            schema = merged["type"].get("instanceSchema") or f"title: {merged['type']['schemaTitle']}"
+            metadata = {k: _mlmd_round_trip(v) for k, v in merged.get("metadata", {}).items()}
+            outputs[key] = Artifact(next(self._ids), merged["uri"], schema, metadata)
+        if cache_key:
+            self._cache[cache_key] = outputs
+        return TaskRun("ran", outputs, seconds, log)

@@ -1,0 +1,128 @@
+"""The compiled Kubeflow pipeline, executed. Every task of the spec runs its own command and args
+(TFX's Kubeflow entrypoint and our executors, the code a pod runs) under tests/kfp_harness.py,
+which does what open-source KFP's driver and launcher do around a pod. Three runs share one
+"cluster" (its metadata and cache): the first pushes, a worse model is refused, and an unchanged
+re-run pushes nothing."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from components import serving_layout
+from kubeflow.runner import ClusterConfig, compile_pipeline
+from pipeline import serving
+from pipeline.config import PipelineConfig
+from tests.conftest import SMALL_RUN, read_idx_dataset, served_files
+from tests.kfp_harness import KfpHarness, RefusedByKfp, check_supported
+
+DATA_TASKS = ("IdxExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Transform")
+ALWAYS_RUN = ("ServedModel", "Evaluator", "Pusher")  # the baseline is looked up afresh on every run
+
+
+def compile_for_test(directory, name: str, **changes) -> tuple[PipelineConfig, str]:
+    settings = {
+        "pipeline_root": os.path.join(directory, "root"),
+        "serving_root": os.path.join(directory, "serving"),
+        **SMALL_RUN,
+    }
+    config = PipelineConfig(**(settings | changes))
+    return config, compile_pipeline(config, ClusterConfig(image="vae-mnist:test"), os.path.join(directory, name))
+
+
+@pytest.fixture(scope="module")
+def kfp_runs(tmp_path_factory, small_mnist):
+    directory = str(tmp_path_factory.mktemp("kfp_run"))
+    config, good = compile_for_test(directory, "good.yaml", input_dir=small_mnist)
+    # One epoch instead of three: clearly worse, yet inside a loose absolute bound.
+    _, worse = compile_for_test(
+        directory, "worse.yaml", input_dir=small_mnist, vae_overrides={"epochs": 1}, max_neg_elbo=400.0
+    )
+    # The pods' `python` is this environment's, as the image's is the image's.
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    harness = KfpHarness(os.path.join(directory, "cluster"), env)
+    runs = {}
+    for name, spec in (("first", good), ("worse", worse), ("again", good)):
+        tasks = harness.run(spec)
+        failed = {task: run.log[-3000:] for task, run in tasks.items() if run.state == "failed"}
+        assert not failed, failed
+        runs[name] = (tasks, served_files(config.serving_model_dir))
+    return config, runs
+
+
+def states(tasks) -> dict[str, str]:
+    return {name: run.state for name, run in tasks.items()}
+
+
+def test_first_run_pushes_a_blessed_model_tf_serving_can_load(kfp_runs, small_mnist):
+    config, runs = kfp_runs
+    tasks, served = runs["first"]
+    assert set(states(tasks).values()) == {"ran"}
+    # The empty marker survived ML Metadata (numbers come back as doubles) and meant "no baseline".
+    assert tasks["ServedModel"].output("model").metadata["served_version"] == 0.0
+    assert tasks["Evaluator"].output("blessing").metadata["blessed"] == 1.0
+    pushed = tasks["Pusher"].output("pushed_model").metadata
+    [version] = serving_layout.versions(config.serving_model_dir)
+    assert pushed["pushed"] == 1.0 and pushed["pushed_destination"] == os.path.join(
+        config.serving_model_dir, str(version)
+    )
+    assert f"{version}/saved_model.pb" in served
+    images = read_idx_dataset(small_mnist)["eval"][0][:2].reshape(2, 784).astype(np.int64)
+    response = serving.predict_in_process(config.serving_model_dir, serving.rest_request(images))
+    assert len(response["predictions"]) == 2 and len(response["predictions"][0]["reconstruction"]) == 784
+
+
+def test_the_pictures_artifact_type_round_trips_through_the_entrypoint(kfp_runs):
+    _, runs = kfp_runs
+    pictures = runs["first"][0]["ModelPictures"].output("pictures_dir")
+    assert "title: components.Pictures" in pictures.schema
+    assert sorted(os.listdir(pictures.uri)) == [
+        "latent_scatter.png",
+        "manifold.png",
+        "reconstructions.png",
+        "samples.png",
+    ]
+
+
+def test_a_worse_model_is_refused_and_the_served_version_is_untouched(kfp_runs):
+    config, runs = kfp_runs
+    tasks, served = runs["worse"]
+    assert {task: tasks[task].state for task in DATA_TASKS} == dict.fromkeys(DATA_TASKS, "cached")
+    assert tasks["Trainer"].state == "ran"
+    [version] = serving_layout.versions(config.serving_model_dir)
+    # The baseline is the model served now, the one the first run pushed.
+    assert tasks["ServedModel"].output("model").metadata["served_version"] == float(version)
+    assert tasks["Evaluator"].output("blessing").metadata["blessed"] == 0.0
+    assert tasks["Pusher"].output("pushed_model").metadata["pushed"] == 0.0
+    assert served == runs["first"][1]  # byte for byte
+
+
+def test_an_unchanged_rerun_is_cached_and_pushes_nothing(kfp_runs):
+    config, runs = kfp_runs
+    tasks, served = runs["again"]
+    assert states(tasks) == {task: "ran" if task in ALWAYS_RUN else "cached" for task in tasks}
+    [version] = serving_layout.versions(config.serving_model_dir)
+    # The cached candidate is the served model: blessed (no regression against itself), not pushed again.
+    assert tasks["Evaluator"].output("blessing").metadata["blessed"] == 1.0
+    pushed = tasks["Pusher"].output("pushed_model").metadata
+    assert pushed["pushed"] == 0.0 and pushed["already_served"] == float(version)
+    assert served == runs["first"][1]
+
+
+def test_the_harness_refuses_what_kfp_refuses(tmp_path):
+    _, path = compile_for_test(str(tmp_path), "p.yaml", input_dir="/nonexistent")
+    with open(path) as f:
+        spec = next(yaml.safe_load_all(f))
+    check_supported(spec)  # ours passes
+    constant_value = yaml.safe_load(yaml.safe_dump(spec))
+    parameter = constant_value["root"]["dag"]["tasks"]["Pusher"]["inputs"]["parameters"]["push_destination"]
+    parameter["runtimeValue"] = {"constantValue": {"stringValue": parameter["runtimeValue"]["constant"]}}
+    with pytest.raises(RefusedByKfp, match="param runtime value spec of type constantValue not implemented"):
+        check_supported(constant_value)
+    resolver = yaml.safe_load(yaml.safe_dump(spec))
+    label = resolver["components"]["ServedModel"]["executorLabel"]
+    resolver["deploymentSpec"]["executors"][label] = {"resolver": {"outputArtifactQueries": {}}}
+    with pytest.raises(RefusedByKfp, match="resolver executors not implemented"):
+        check_supported(resolver)
