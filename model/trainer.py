@@ -2,7 +2,8 @@
 
 The model's settings arrive as ``custom_config['vae']`` (a VaeConfig as a dict). Training runs under
 ``MirroredStrategy`` when GPUs are visible (all GPUs of the node) and the default strategy on CPU;
-the code path is the same. TensorBoard logs go to the Trainer's model-run directory.
+the code path is the same (tests/test_distributed_training.py runs it on 2 logical CPU devices).
+TensorBoard logs go to the Trainer's model-run directory.
 """
 
 import functools
@@ -42,10 +43,16 @@ def read_training_record(model_run_dir: str) -> dict | None:
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
-    gpus = tf.config.list_physical_devices("GPU")
+    """MirroredStrategy over every GPU of the node; on CPU the default strategy, unless the CPU
+    was split into logical devices (how the tests exercise the multi-replica path without GPUs)."""
+    gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         logging.info("Training on %d GPU(s) with MirroredStrategy", len(gpus))
-        return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy([device.name for device in gpus])
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) > 1:
+        logging.info("Training on %d logical CPU devices with MirroredStrategy", len(cpus))
+        return tf.distribute.MirroredStrategy([device.name for device in cpus])
     return tf.distribute.get_strategy()
 
 
