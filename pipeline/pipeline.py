@@ -57,6 +57,9 @@ def create_pipeline(
     served_model = ServedModel(
         serving_model_dir=config.serving_model_dir, lookup_nonce=lookup_nonce or uuid.uuid4().hex
     )
+    # Looked up once the candidate exists: the baseline is what is served when the Evaluator
+    # runs, not what was served before a long training, and a run the gate stopped reads nothing.
+    served_model.add_upstream_node(trainer)
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],

@@ -46,13 +46,13 @@ def same_step_on_one_and_two_replicas(pixels: np.ndarray) -> dict:
         difference = max(
             float(np.max(np.abs(a - b))) for a, b in zip(one.get_weights(), two.get_weights(), strict=True)
         )
-        change = max(float(np.max(np.abs(a))) for a in one.get_weights())
+        step = max(float(np.max(np.abs(a - b))) for a, b in zip(one.get_weights(), before, strict=True))
         return {
             "replicas": strategy.num_replicas_in_sync,
             "loss_one": loss_one,
             "loss_two": loss_two,
             "weight_difference": difference,
-            "largest_weight": change,
+            "step": step,
         }
     finally:
         vae.sample = sample

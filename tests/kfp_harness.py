@@ -141,8 +141,7 @@ class KfpHarness:
         self._ids = itertools.count(1)  # next() is atomic under the GIL
         self._cache: dict[str, dict[str, Artifact]] = {}
 
-    def run(self, spec_path: str, only: tuple[str, ...] | None = None) -> dict[str, TaskRun]:
-        """Runs the spec (or only the named tasks, which must include their dependencies)."""
+    def run(self, spec_path: str) -> dict[str, TaskRun]:
         with open(spec_path) as f:
             spec = next(yaml.safe_load_all(f))  # the second document, the PlatformSpec, is scheduling
         json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
@@ -150,8 +149,6 @@ class KfpHarness:
         root = spec["defaultPipelineRoot"]
         run_id = uuid.uuid4().hex
         tasks = spec["root"]["dag"]["tasks"]
-        if only:
-            tasks = {name: task for name, task in tasks.items() if name in only}
         runs: dict[str, TaskRun] = {}
         running: dict[concurrent.futures.Future, str] = {}
         with concurrent.futures.ThreadPoolExecutor(self.parallelism) as pool:
