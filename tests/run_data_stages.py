@@ -3,7 +3,10 @@ partial run, settings from VAE_MNIST_* variables (``PipelineConfig.from_env``).
 tests/test_portable_beam.py starts it as a subprocess so that a portable Beam job that never
 finishes can be time-limited."""
 
+# isort: off
 import pipeline  # noqa: F401  (first: quiets import-time noise before TF loads)
+
+# isort: on
 from tfx import v1 as tfx
 from tfx.orchestration.pipeline import RunOptions
 
