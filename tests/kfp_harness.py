@@ -30,6 +30,13 @@ guessed at. The rules, with the kubeflow/pipelines file each comes from:
 - Nothing in the open-source backend reads ``lifecycle.preCacheCheck`` (the FileBasedExampleGen
   driver TFX adds for Vertex), so it is ignored here too.
 - A failed task fails the run; tasks downstream of it do not run.
+
+Not emulated: the object store. URIs here are local paths, for which the launcher neither
+downloads inputs nor uploads outputs (``localPathForURI`` knows ``gs://``, ``minio://`` and
+``s3://`` only). On a cluster with a ``gs://`` root, TFX's executors write through TensorFlow's
+GCS file system themselves and the launcher's upload from the empty ``/gcs/...`` path is skipped
+(uploadOutputArtifacts tolerates a missing local path); how directory artifacts and their marker
+blobs behave in a bucket (kubeflow/pipelines#13476) only a cluster shows.
 """
 
 from __future__ import annotations
