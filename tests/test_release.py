@@ -173,7 +173,16 @@ def pipeline_env(config_dir: str, small_mnist: str, home: str) -> dict:
     }
 
 
-def test_a_crashed_run_resumes_from_the_last_completed_component(tmp_path, small_mnist):
+def _tfx(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [os.path.join(VENV_BIN, "tfx"), *args, "--engine", "local"], env=env, capture_output=True, text=True, cwd=REPO
+    )
+
+
+def test_a_crashed_run_resumes_through_the_tfx_cli(tmp_path, small_mnist):
+    """The machine dies mid-training under ``python pipeline/local_runner.py``; ``tfx pipeline
+    create`` and ``tfx run create`` (which execute the same file) resume from the last completed
+    component and push once."""
     out = str(tmp_path / "out")
     env = pipeline_env(out, small_mnist, str(tmp_path))
     config = PipelineConfig.from_env(env)
@@ -193,37 +202,16 @@ def test_a_crashed_run_resumes_from_the_last_completed_component(tmp_path, small
     runner.wait()
     assert not serving_layout.versions(config.serving_model_dir)
 
-    run_local(config)
+    create = _tfx(["pipeline", "create", "--pipeline_path", os.path.join(REPO, "pipeline", "local_runner.py")], env)
+    assert create.returncode == 0, create.stderr[-3000:]
+    assert 'Pipeline "vae-mnist" created successfully.' in create.stdout + create.stderr
+    run = _tfx(["run", "create", "--pipeline_name", "vae-mnist"], env)
+    assert run.returncode == 0, run.stderr[-3000:]
     resumed = states(config)
     assert {node: resumed[node] for node in (*DATA_STAGES, "Transform")} == dict.fromkeys(
         (*DATA_STAGES, "Transform"), "cached"
     )
-    assert resumed["Trainer"] == "ran" and resumed["Pusher"] == "ran"
-    assert len(serving_layout.versions(config.serving_model_dir)) == 1
-
-
-def test_tfx_cli_creates_and_runs_the_pipeline(tmp_path, small_mnist):
-    out = str(tmp_path / "out")
-    env = pipeline_env(out, small_mnist, str(tmp_path))
-    tfx = os.path.join(VENV_BIN, "tfx")
-    runner = os.path.join(REPO, "pipeline", "local_runner.py")
-    create = subprocess.run(
-        [tfx, "pipeline", "create", "--engine", "local", "--pipeline_path", runner],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    assert {node: resumed[node] for node in ("Trainer", "ServedModel", "Evaluator", "Pusher")} == dict.fromkeys(
+        ("Trainer", "ServedModel", "Evaluator", "Pusher"), "ran"
     )
-    assert create.returncode == 0, create.stderr[-3000:]
-    assert 'Pipeline "vae-mnist" created successfully.' in create.stdout + create.stderr
-    run = subprocess.run(
-        [tfx, "run", "create", "--engine", "local", "--pipeline_name", "vae-mnist"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    config = PipelineConfig.from_env(env)
-    assert set(states(config).values()) == {"ran"}
     assert len(serving_layout.versions(config.serving_model_dir)) == 1
