@@ -7,7 +7,7 @@ import json
 import os
 
 from components.served_model import SERVED_VERSION_KEY
-from components.serving_layout import versions
+from components.serving_layout import served_version
 from pipeline.run_report import ComponentRun
 
 _DIGIT_LINES = 3
@@ -108,8 +108,8 @@ def push_lines(pusher: ComponentRun, serving_model_dir: str) -> list[str]:
         return [f"Pushed: {_custom(pushed, 'pushed_destination')}"]
     if pushed and _custom(pushed, ALREADY_SERVED_KEY):
         return [f"Not pushed: this model is already served as version {_custom(pushed, ALREADY_SERVED_KEY)}"]
-    served = versions(serving_model_dir)
-    kept = f"TF Serving keeps serving version {served[-1]}" if served else "nothing is being served yet"
+    served = served_version(serving_model_dir)
+    kept = f"TF Serving keeps serving version {served}" if served is not None else "nothing is being served yet"
     return [f"Not pushed: {kept} ({serving_model_dir})"]
 
 
@@ -118,9 +118,9 @@ def outcome_lines(components: dict[str, ComponentRun], serving_model_dir: str) -
     if "Trainer" in components:
         lines += training_lines(components["Trainer"])
     if "Evaluator" in components and components["Evaluator"].state in ("ran", "cached"):
-        served = components.get("ServedModel")
-        served_version = served and served.output("model") and _custom(served.output("model"), SERVED_VERSION_KEY)
-        lines += evaluation_lines(components["Evaluator"], served_version or None)
+        lookup = components.get("ServedModel")
+        baseline_version = lookup and lookup.output("model") and _custom(lookup.output("model"), SERVED_VERSION_KEY)
+        lines += evaluation_lines(components["Evaluator"], baseline_version or None)
     pictures = components.get("ModelPictures")
     if pictures and pictures.output("pictures_dir"):
         lines.append(f"Pictures: {pictures.output('pictures_dir').uri}")
