@@ -8,6 +8,7 @@ that version, and the serving directory is left alone.
 """
 
 import logging
+import os
 
 from tfx import v1 as tfx
 from tfx.components.pusher import executor as tfx_pusher
@@ -28,10 +29,9 @@ class Executor(tfx_pusher.Executor):
             proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
             model_dir = destination.filesystem.base_directory
             served = serving_layout.served_version(model_dir)
-            served_dir = serving_layout.served_version_dir(model_dir)
-            if served_dir and serving_layout.fingerprint(self.GetModelPath(input_dict)) == serving_layout.fingerprint(
-                served_dir
-            ):
+            if served is not None and serving_layout.fingerprint(
+                self.GetModelPath(input_dict)
+            ) == serving_layout.fingerprint(os.path.join(model_dir, str(served))):
                 pushed = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
                 self._MarkNotPushed(pushed)
                 pushed.set_int_custom_property(ALREADY_SERVED_KEY, served)

@@ -42,12 +42,13 @@ def ServedModel(  # noqa: N802
     """Copies the served version under ``serving_model_dir`` into ``model`` (the Trainer's layout,
     ``Format-Serving/``), or marks ``model`` empty when no version is served."""
     del lookup_nonce  # only there to keep this component out of every cache
-    version_dir = serving_layout.served_version_dir(serving_model_dir)
-    if version_dir is None:
+    version = serving_layout.served_version(serving_model_dir)
+    if version is None:
         model.set_int_custom_property(SERVED_VERSION_KEY, 0)
         logging.info("No model is served under %s yet", serving_model_dir)
         return
+    version_dir = os.path.join(serving_model_dir, str(version))
     io_utils.copy_dir(version_dir, path_utils.serving_model_dir(model.uri))
-    model.set_int_custom_property(SERVED_VERSION_KEY, int(os.path.basename(version_dir)))
+    model.set_int_custom_property(SERVED_VERSION_KEY, version)
     model.set_string_custom_property(SERVED_FROM_KEY, version_dir)
     logging.info("The model served now is %s", version_dir)

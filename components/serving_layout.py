@@ -34,11 +34,6 @@ def served_version(model_dir: str) -> int | None:
     return None
 
 
-def served_version_dir(model_dir: str) -> str | None:
-    version = served_version(model_dir)
-    return None if version is None else os.path.join(model_dir, str(version))
-
-
 def fingerprint(saved_model_dir: str) -> str:
     """SHA-256 over every file's relative path and bytes: equal for byte-identical models, so a
     model that is already served is recognised whatever version directory it sits in."""

@@ -48,14 +48,14 @@ def docker_command(serving_root: str) -> str:
 
 def latest_version_dir(model_dir: str) -> str:
     """A SavedModel directory as given, or the version TF Serving serves from below it."""
-    from components.serving_layout import SAVED_MODEL_FILE, served_version_dir  # TFX's fileio: heavy
+    from components.serving_layout import SAVED_MODEL_FILE, served_version  # TFX's fileio: heavy
 
     if os.path.exists(os.path.join(model_dir, SAVED_MODEL_FILE)):
         return model_dir
-    found = served_version_dir(model_dir)
-    if not found:
+    version = served_version(model_dir)
+    if version is None:
         raise FileNotFoundError(f"{model_dir} holds no SavedModel and no numeric version directories")
-    return found
+    return os.path.join(model_dir, str(version))
 
 
 def rest_request(images: np.ndarray, signature: str = "serving_default") -> dict:
