@@ -182,7 +182,6 @@ class KfpHarness:
         component = spec["components"][task["componentRef"]["name"]]
         container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
         task_dir = os.path.join(self.workdir, run_id, name)
-        os.makedirs(task_dir)
 
         parameters = {}
         for key, parameter in task.get("inputs", {}).get("parameters", {}).items():
@@ -231,6 +230,7 @@ class KfpHarness:
             if cache_key in self._cache:
                 return TaskRun("cached", self._cache[cache_key])
 
+        os.makedirs(task_dir)
         argv = [part.replace("{{$}}", json.dumps(executor_input)) for part in command]
         leftover = [part for part in argv if "{{$" in part]
         if leftover:
