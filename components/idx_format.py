@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import struct
+import zlib
 from typing import BinaryIO
 
 import numpy as np
@@ -30,6 +31,9 @@ IMAGES_MAGIC = 0x0803  # 2051: uint8, 3 dimensions
 LABELS_MAGIC = 0x0801  # 2049: uint8, 1 dimension
 _CHUNK = 1 << 20
 GZIP_LEVEL = 6  # level 9 is 15x slower for 2% smaller MNIST files
+# What reading a damaged file raises: gzip.BadGzipFile is an OSError, a truncated stream an
+# EOFError, a corrupt deflate stream a zlib.error (which is neither).
+_READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 class IdxError(ValueError):
@@ -96,14 +100,14 @@ def read_header(path: str, stream: BinaryIO, expected_magic: int) -> IdxHeader:
     """
     try:
         head = stream.read(4)
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
-        raise IdxError(path, f"cannot be read as {'gzip' if path.endswith('.gz') else 'IDX'}: {err}")
+    except _READ_ERRORS as err:
+        raise IdxError(path, f"cannot be read as {'gzip' if path.endswith('.gz') else 'IDX'}: {err}") from None
     if len(head) < 4:
         raise IdxError(path, f"truncated: {len(head)} bytes, shorter than an IDX header")
     magic = struct.unpack(">I", head)[0]
     if head[:2] != b"\0\0" or head[3] != expected_magic & 0xFF:
-        kind = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}.get(expected_magic, "IDX")
-        raise IdxError(path, f"wrong IDX magic number {magic} (0x{magic:08x}); an {kind} file has {expected_magic}")
+        kind = {IMAGES_MAGIC: "an images", LABELS_MAGIC: "a labels"}.get(expected_magic, "an IDX")
+        raise IdxError(path, f"wrong IDX magic number {magic} (0x{magic:08x}); {kind} file has {expected_magic}")
     if head[2] not in _TYPE_CODES:
         raise IdxError(path, f"IDX data type 0x{head[2]:02x} is not an integer type (0x08, 0x09, 0x0b, 0x0c)")
     ndim = head[3]
@@ -132,8 +136,8 @@ def inspect(path: str, expected_magic: int) -> tuple[IdxHeader, str]:
                 digest.update(chunk)
                 remaining -= len(chunk)
             trailing = stream.read(1)
-        except (OSError, EOFError) as err:
-            raise IdxError(path, f"truncated or corrupt compressed data: {err}")
+        except _READ_ERRORS as err:
+            raise IdxError(path, f"truncated or corrupt compressed data: {err}") from None
     if remaining > 0:
         got = header.payload_size - remaining
         raise IdxError(
@@ -157,6 +161,9 @@ def check_pair(images_path: str, labels_path: str, image_shape: tuple[int, int])
     """Validates an images/labels pair completely: headers, sizes, lengths, matching counts."""
     images, images_sha256 = inspect(images_path, IMAGES_MAGIC)
     labels, labels_sha256 = inspect(labels_path, LABELS_MAGIC)
+    for path, header in ((images_path, images), (labels_path, labels)):
+        if header.count == 0:
+            raise IdxError(path, "holds no records: there is nothing to train or evaluate on")
     if images.shape[1:] != tuple(image_shape):
         raise IdxError(
             images_path,
@@ -182,13 +189,16 @@ def read_records(path: str, expected_magic: int, start: int = 0, stop: int | Non
         stop = header.count if stop is None else min(stop, header.count)
         size = header.record_size
         skip = start * size
-        while skip > 0:
-            skipped = len(stream.read(min(_CHUNK, skip)))
-            if skipped == 0:
-                raise IdxError(path, f"truncated before record {start}")
-            skip -= skipped
-        want = (stop - start) * size
-        data = stream.read(want)
+        try:
+            while skip > 0:
+                skipped = len(stream.read(min(_CHUNK, skip)))
+                if skipped == 0:
+                    raise IdxError(path, f"truncated before record {start}")
+                skip -= skipped
+            want = (stop - start) * size
+            data = stream.read(want)
+        except _READ_ERRORS as err:
+            raise IdxError(path, f"truncated or corrupt compressed data: {err}") from None
     if len(data) != want:
         raise IdxError(path, f"truncated: records {start}..{stop} need {want} bytes, got {len(data)}")
     return np.frombuffer(data, dtype=header.dtype).reshape((stop - start, *header.shape[1:]))

@@ -15,6 +15,7 @@ import pytest
 from components import datasets, fetch
 from pipeline import cli
 from tests.conftest import read_idx_dataset, write_idx_dataset
+from tests.test_idx_format import corrupt_deflate
 
 MNIST = datasets.MNIST
 
@@ -114,14 +115,33 @@ def test_verified_data_is_reused_and_corrupt_data_replaced(tmp_path, mnist_dir, 
     target = tmp_path / "mnist"
     shutil.copytree(mnist_dir, target)
     messages = []
-    fetch.fetch(MNIST, str(tmp_path), source="local", path="/nowhere", log=messages.append)
+    fetch.fetch(MNIST, str(tmp_path), source="local", log=messages.append)
     assert messages == [f"mnist: verified data already in {target}"]
-    # A damaged copy is fetched again from the source and swapped in whole.
-    with open(target / "t10k-labels-idx1-ubyte.gz", "r+b") as f:
-        f.truncate(100)
+    # A damaged copy (a corrupt deflate stream: zlib.error, not an OSError) is named, not a
+    # traceback, and is fetched again and swapped in whole.
+    corrupt_deflate(str(target / "t10k-labels-idx1-ubyte.gz"))
+    with pytest.raises(fetch.FetchError, match="no local directory given"):
+        fetch.fetch(MNIST, str(tmp_path), source="local", log=messages.append)
+    assert "does not verify (cannot be read as gzip: Error -3" in messages[1]
     fetch.fetch(MNIST, str(tmp_path), source="local", path=mnist_dir, log=messages.append)
-    assert "does not verify" in messages[1]
     assert_same_data(str(target), mnist_arrays)
+
+
+def test_a_named_path_is_read_even_over_verified_data(tmp_path, mnist_dir, mnist_arrays):
+    """`--source local --path P` reads P; a bad P is reported by its own file name, and the
+    verified data already there stays."""
+    target = tmp_path / "data" / "mnist"
+    shutil.copytree(mnist_dir, target)
+    bad = tmp_path / "mine"
+    shutil.copytree(mnist_dir, bad)
+    corrupt_deflate(str(bad / "train-images-idx3-ubyte.gz"))
+    messages = []
+    with pytest.raises(fetch.FetchError, match=f"{bad}/train-images-idx3-ubyte.gz: cannot be read as gzip"):
+        fetch.fetch(MNIST, str(tmp_path / "data"), source="local", path=str(bad), log=messages.append)
+    assert messages[0] == f"mnist: reading {bad} as asked (replacing {target} only if it verifies)"
+    assert_same_data(str(target), mnist_arrays)
+    code = cli.main(["data", "fetch", "--data-root", str(tmp_path / "data"), "--source", "local", "--path", str(bad)])
+    assert code == 2
 
 
 def test_failed_refetch_keeps_what_was_there(tmp_path, mnist_dir):

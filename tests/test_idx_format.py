@@ -135,3 +135,40 @@ def test_uris_are_read_through_tensorflow_file_systems(tmp_path):
     np.testing.assert_array_equal(idx_format.read_array("ram://remote-images.gz", IMAGES_MAGIC), array)
     with pytest.raises(IdxError, match="ram://absent.gz: file not found"):
         idx_format.inspect("ram://absent.gz", IMAGES_MAGIC)
+
+
+def corrupt_deflate(path: str) -> None:
+    """Damages the first deflate block header: gzip then raises zlib.error, not an OSError."""
+    with open(path, "r+b") as f:
+        f.seek(10)  # just after the 10-byte gzip header
+        byte = f.read(1)
+        f.seek(10)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_corrupt_deflate_stream_names_the_file(tmp_path, pair):
+    _, _, images_path, labels_path = pair
+    corrupt_deflate(images_path)
+    for read in (
+        lambda: idx_format.inspect(images_path, IMAGES_MAGIC),
+        lambda: idx_format.read_records(images_path, IMAGES_MAGIC, 2, 4),
+        lambda: idx_format.check_pair(images_path, labels_path, (28, 28)),
+    ):
+        with pytest.raises(IdxError, match=r"x-images.gz: cannot be read as gzip: .*invalid block type"):
+            read()
+
+
+def test_zero_record_files_are_refused(tmp_path):
+    images, labels = str(tmp_path / "e-images.gz"), str(tmp_path / "e-labels.gz")
+    idx_format.write_array(images, np.zeros((0, 28, 28), np.uint8))
+    idx_format.write_array(labels, np.zeros(0, np.uint8))
+    with pytest.raises(IdxError, match="e-images.gz: holds no records"):
+        idx_format.check_pair(images, labels, (28, 28))
+
+
+def test_wrong_magic_message_reads_well(pair):
+    _, _, images_path, labels_path = pair
+    with pytest.raises(IdxError, match="; a labels file has 2049"):
+        idx_format.inspect(images_path, LABELS_MAGIC)
+    with pytest.raises(IdxError, match="; an images file has 2051"):
+        idx_format.inspect(labels_path, IMAGES_MAGIC)
