@@ -29,9 +29,12 @@ def load_anomalies(anomalies: tfx.types.standard_artifacts.ExampleAnomalies) -> 
 
 
 def describe(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str]:
-    """One readable line per anomaly: split, feature, short and long description."""
+    """One readable line per anomaly: split, feature, short and long description; and a line for
+    a split without examples, which TFDV marks ``data_missing`` but reports no anomaly for."""
     lines = []
     for split, anomalies in sorted(anomalies_by_split.items()):
+        if anomalies.data_missing:  # TFDV validates nothing on an empty split and says only this
+            lines.append(f"split '{split}': holds no examples")
         for feature, info in sorted(anomalies.anomaly_info.items()):
             lines.append(f"split '{split}', feature '{feature}': {info.short_description}: {info.description}")
         if anomalies.HasField("dataset_anomaly_info"):

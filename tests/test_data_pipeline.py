@@ -24,6 +24,7 @@ from tests.conftest import (
     store_of,
     write_idx_dataset,
 )
+from tests.test_idx_format import corrupt_deflate
 
 
 def test_every_data_stage_succeeds(small_run):
@@ -95,6 +96,32 @@ def test_truncated_idx_fails_example_gen_and_registers_no_examples(tmp_path, sma
     assert states(config) == {"IdxExampleGen": "FAILED"}
     live = [a for a in store_of(config).get_artifacts_by_type("Examples") if a.state == a.LIVE]
     assert live == []
+
+
+def test_corrupt_gzip_input_stops_the_run_with_one_line(tmp_path, small_mnist, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(small_mnist, bad)
+    corrupt_deflate(str(bad / "train-labels-idx1-ubyte.gz"))
+    argv = ["run", "--input-dir", str(bad), "--output-dir", str(tmp_path / "out"), "--beam-profile", "direct"]
+    assert cli.main([*argv, *(f"--beam-arg={a}" for a in FAST_BEAM_ARGS)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        f"vae-mnist: error: {bad}/train-labels-idx1-ubyte.gz: cannot be read as gzip: Error -3 while decompressing"
+    )
+
+
+def test_an_empty_split_stops_at_the_gate():
+    """TFDV validates nothing on a split without examples and reports only ``data_missing``;
+    the gate turns that into a stop, before Transform and the Trainer."""
+    import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    from components.data_gate import describe
+    from schema import SCHEMA_FILE
+
+    empty = statistics_pb2.DatasetFeatureStatisticsList(datasets=[statistics_pb2.DatasetFeatureStatistics()])
+    anomalies = tfdv.validate_statistics(empty, tfdv.load_schema_text(SCHEMA_FILE), environment="TRAINING")
+    assert describe({"eval": anomalies}) == ["split 'eval': holds no examples"]
 
 
 @pytest.mark.full_data
