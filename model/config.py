@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "swish", "tanh", "softplus", "leaky_relu")
@@ -40,18 +41,20 @@ class VaeConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
-        object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
-        if self.latent_dim < 1 or not self.hidden_units or min(self.hidden_units) < 1:
-            raise ValueError(f"latent_dim, hidden_units must be positive: {self.latent_dim}, {self.hidden_units}")
-        if min(self.early_stopping_patience, self.lr_plateau_patience, self.kl_warmup_epochs) < 0:
-            raise ValueError("patiences and warm-up epochs must not be negative")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError(f"batch_size and epochs must be positive, got {self.batch_size}, {self.epochs}")
+        check_types(self)
+        for name, minimum in _MINIMUM.items():
+            value = getattr(self, name)
+            for item in value if isinstance(value, tuple) else [value]:
+                if item is not None and item < minimum:
+                    raise ValueError(f"VaeConfig.{name} must be at least {minimum}, got {value!r}")
+        if not self.hidden_units:
+            raise ValueError("VaeConfig.hidden_units must name at least one layer, e.g. [256]")
+        if self.learning_rate <= 0:
+            raise ValueError(f"VaeConfig.learning_rate must be positive, got {self.learning_rate!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+            raise ValueError(f"VaeConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.input_mode not in ("memory", "stream"):
-            raise ValueError(f"input_mode must be 'memory' or 'stream', got {self.input_mode!r}")
+            raise ValueError(f"VaeConfig.input_mode must be 'memory' or 'stream', got {self.input_mode!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,7 +73,9 @@ class VaeConfig:
         as JSON (``epochs=3``, ``hidden_units=[512,256]``), else kept as text (``activation=elu``)."""
         changes = {}
         for assignment in assignments or []:
-            field, _, value = assignment.partition("=")
+            field, equals, value = assignment.partition("=")
+            if not equals or not field:
+                raise ValueError(f"--set takes FIELD=VALUE, e.g. epochs=3, got {assignment!r}")
             try:
                 changes[field] = json.loads(value)
             except json.JSONDecodeError:
@@ -79,6 +84,59 @@ class VaeConfig:
 
     def replace(self, **changes: Any) -> VaeConfig:
         return VaeConfig.from_dict({**self.to_dict(), **changes})
+
+
+# Integer fields' smallest allowed values (for tuples: of every item).
+_MINIMUM = {
+    "hidden_units": 1,
+    "latent_dim": 1,
+    "conv_filters": 1,
+    "batch_size": 1,
+    "epochs": 1,
+    "steps_per_epoch": 1,
+    "kl_warmup_epochs": 0,
+    "early_stopping_patience": 0,
+    "lr_plateau_patience": 0,
+}
+
+
+def check_types(settings: Any) -> None:
+    """Converts and checks a settings dataclass's fields against their annotations, so that
+    ``--set epochs=1.5`` or ``VAE_MNIST_MAX_NEG_ELBO=abc`` fails at once, naming the field,
+    instead of deep inside a run. Integers stay integers (1.5 is refused, not truncated); a tuple
+    field also takes a single item (``hidden_units=512``)."""
+    owner = type(settings).__name__
+    for field in dataclasses.fields(settings):
+        kind = str(field.type).replace(" ", "")
+        value = getattr(settings, field.name)
+        if kind.endswith("|None"):
+            if value is None:
+                continue
+            kind = kind[: -len("|None")]
+        where = f"{owner}.{field.name}"
+        if kind.startswith("tuple["):
+            item_kind = kind[len("tuple[") :].split(",")[0]
+            items = value if isinstance(value, (list, tuple)) else [value]
+            converted = tuple(_checked(where, item_kind, item, plural=True) for item in items)
+        else:
+            converted = _checked(where, kind, value)
+        object.__setattr__(settings, field.name, converted)
+
+
+def _checked(where: str, kind: str, value: Any, plural: bool = False) -> Any:
+    expected = {"int": "an integer", "float": "a number", "str": "text", "bool": "true or false", "dict": "a mapping"}
+    expected_items = {"int": "integers", "float": "numbers", "str": "strings"}
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        "str": isinstance(value, str),
+        "bool": isinstance(value, bool),
+        "dict": isinstance(value, dict),
+    }[kind]
+    if not ok:
+        what = f"a list of {expected_items[kind]}" if plural else expected[kind]
+        raise ValueError(f"{where} must be {what}, got {value!r}")
+    return float(value) if kind == "float" else value
 
 
 PRESETS: dict[str, VaeConfig] = {

@@ -90,21 +90,35 @@ def input_datasets(fn_args: tfx.components.FnArgs, tf_transform_output, config: 
     return train.prefetch(prefetch), evaluation.prefetch(prefetch), config.steps_per_epoch, examples
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    config = VaeConfig.from_dict((fn_args.custom_config or {}).get("vae", {}))
-    logging.info("Training with %s", config)
-    keras.utils.set_random_seed(config.seed)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite: nothing is exported, so nothing can be blessed or pushed."""
 
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train, evaluation, steps, examples_per_epoch = input_datasets(fn_args, tf_transform_output, config)
-    with distribution_strategy().scope():
-        vae = build_vae(config)
 
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training with TrainingDivergedError as soon as an epoch's loss is not finite.
+
+    Unlike Keras' TerminateOnNaN, which stops quietly and lets the broken weights be exported, it
+    fails the Trainer with a message that says what to change. It checks once per epoch: a
+    per-batch hook would make Keras fetch the metrics after every step, which costs throughput.
+    """
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        bad = {k: v for k, v in (logs or {}).items() if not np.isfinite(v)}
+        if bad:
+            learning_rate = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+            raise TrainingDivergedError(
+                f"training diverged in epoch {epoch + 1}: {', '.join(f'{k} is {v}' for k, v in bad.items())}; "
+                f"nothing was exported. Lower the learning rate (now {learning_rate:g}: --set learning_rate=...) "
+                "or check the input data for NaN values."
+            )
+
+
+def training_callbacks(config: VaeConfig, model_run_dir: str, examples_per_epoch: int | None) -> list:
+    """What watches the epochs: divergence, TensorBoard, the training record, and the schedule."""
     callbacks = [
-        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
-        TrainingRecord(os.path.join(fn_args.model_run_dir, TRAINING_RECORD), examples_per_epoch),
+        StopOnNaN(),
+        keras.callbacks.TensorBoard(log_dir=model_run_dir, update_freq="epoch"),
+        TrainingRecord(os.path.join(model_run_dir, TRAINING_RECORD), examples_per_epoch),
     ]
     if config.kl_warmup_epochs:
         callbacks.append(KlWarmup(config.kl_warmup_epochs))
@@ -124,6 +138,22 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                 start_from_epoch=config.kl_warmup_epochs,
             )
         )
+    return callbacks
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    config = VaeConfig.from_dict((fn_args.custom_config or {}).get("vae", {}))
+    logging.info("Training with %s", config)
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train, evaluation, steps, examples_per_epoch = input_datasets(fn_args, tf_transform_output, config)
+    with distribution_strategy().scope():
+        vae = build_vae(config)
+
+    callbacks = training_callbacks(config, fn_args.model_run_dir, examples_per_epoch)
     vae.fit(
         train, validation_data=evaluation, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2
     )

@@ -10,13 +10,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 from components import datasets
-from model.config import MAX_NEG_ELBO, VaeConfig, preset
+from model.config import MAX_NEG_ELBO, VaeConfig, check_types, preset
 from pipeline.beam import beam_args
 from schema import SCHEMA_FILE
 
 ENV_PREFIX = "VAE_MNIST_"
+# Names that become one path component (<serving_root>/<model_name>/, <output_dir>/metadata/<pipeline_name>/).
+_PATH_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # The data stages are Beam pipelines; locally the DirectRunner in-process (see pipeline/beam.py).
 DEFAULT_BEAM_ARGS = beam_args("direct")
 
@@ -74,6 +77,22 @@ class PipelineConfig:
         return cls(**values)
 
     def __post_init__(self) -> None:
+        """Checks every setting before any work starts: a bad value is one line naming the field."""
+        check_types(self)
+        for name in ("pipeline_name", "model_name"):
+            if not _PATH_COMPONENT.fullmatch(getattr(self, name)) or ".." in getattr(self, name):
+                raise ValueError(
+                    f"PipelineConfig.{name} must be one plain directory name (letters, digits, '.', '_', '-'), "
+                    f"got {getattr(self, name)!r}"
+                )
+        if self.max_neg_elbo is not None and self.max_neg_elbo <= 0:
+            raise ValueError(f"PipelineConfig.max_neg_elbo must be positive (nats), got {self.max_neg_elbo}")
+        if self.regression_tolerance_nats < 0:
+            raise ValueError(
+                f"PipelineConfig.regression_tolerance_nats must be >= 0, got {self.regression_tolerance_nats}"
+            )
+        if self.records_per_shard < 1:
+            raise ValueError(f"PipelineConfig.records_per_shard must be positive, got {self.records_per_shard}")
         datasets.get(self.dataset)  # fail early on unknown names and fields
         _ = self.vae
         self.data_root = _absolute(self.data_root)

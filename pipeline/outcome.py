@@ -4,6 +4,7 @@ model was blessed (and if not, why), and where it was pushed."""
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from components.served_model import SERVED_VERSION_KEY
@@ -11,6 +12,7 @@ from components.serving_layout import served_version
 from pipeline.run_report import ComponentRun
 
 _DIGIT_LINES = 3
+_LABELS = {"neg_elbo": "-ELBO"}
 
 
 def _custom(artifact, name: str):
@@ -42,7 +44,8 @@ def _slice_metrics(evaluation_uri: str, model_name: str | None) -> dict:
     metrics = {}
     for slice_key, values in result.slicing_metrics:
         name = "" if not slice_key else str(slice_key[0][1])
-        metrics[name] = {k: v.get("doubleValue") for k, v in values[""][""].items() if "doubleValue" in v}
+        # float(): TFMA's JSON view writes a NaN metric as the string "NaN".
+        metrics[name] = {k: float(v["doubleValue"]) for k, v in values[""][""].items() if "doubleValue" in v}
     return metrics
 
 
@@ -92,6 +95,8 @@ def evaluation_lines(evaluator: ComponentRun, served_version: int | None = None)
 def _reason(failure) -> str:
     key, threshold = failure.metric_key, failure.metric_threshold
     value = failure.metric_value.double_value.value
+    if math.isnan(value):
+        return f"{_LABELS.get(key.name, key.name)} is NaN{' against the served model' if key.is_diff else ''}"
     if key.is_diff:
         tolerance = threshold.change_threshold.absolute.value
         return f"{key.name} is {value:+.2f} nats against the served model (allowed: up to {tolerance:+.2f})"

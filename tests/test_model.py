@@ -116,3 +116,87 @@ def test_preprocessing_scales_pixels_and_passes_the_label():
     np.testing.assert_allclose(out[PIXELS_KEY].numpy(), [[0.0, 0.2, 1.0]])
     assert out[PIXELS_KEY].dtype == tf.float32
     assert out[LABEL_KEY].numpy().tolist() == [7]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("epochs=abc", "VaeConfig.epochs must be an integer, got 'abc'"),
+        ("epochs=1.5", "VaeConfig.epochs must be an integer, got 1.5"),
+        ("learning_rate=abc", "VaeConfig.learning_rate must be a number, got 'abc'"),
+        ("learning_rate=-0.1", "VaeConfig.learning_rate must be positive, got -0.1"),
+        ("latent_dim=2.5", "VaeConfig.latent_dim must be an integer, got 2.5"),
+        ("hidden_units=abc", "VaeConfig.hidden_units must be a list of integers, got 'abc'"),
+        ("hidden_units=[256,0]", r"VaeConfig.hidden_units must be at least 1, got \(256, 0\)"),
+        ("steps_per_epoch=-5", "VaeConfig.steps_per_epoch must be at least 1, got -5"),
+        ("early_stopping_patience=-1", "VaeConfig.early_stopping_patience must be at least 0, got -1"),
+        ("conv=maybe", "VaeConfig.conv must be true or false, got 'maybe'"),
+        ("epochs", "--set takes FIELD=VALUE, e.g. epochs=3, got 'epochs'"),
+    ],
+)
+def test_typed_overrides_name_the_field(setting, message):
+    with pytest.raises(ValueError, match=message):
+        PRESETS["smoke"].replace(**VaeConfig.parse_overrides([setting]))
+
+
+def test_a_single_number_is_a_one_layer_tuple():
+    assert PRESETS["smoke"].replace(**VaeConfig.parse_overrides(["hidden_units=512"])).hidden_units == (512,)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "epochs=abc"], "VaeConfig.epochs must be an integer, got 'abc'"),
+        (["--max-neg-elbo", "-3"], "PipelineConfig.max_neg_elbo must be positive (nats), got -3.0"),
+        (["--max-neg-elbo", "nan"], "PipelineConfig.max_neg_elbo must be a number, got nan"),
+    ],
+)
+def test_the_cli_refuses_bad_settings_before_any_work(tmp_path, capsys, argv, message):
+    from pipeline import cli
+
+    out = tmp_path / "out"
+    assert cli.main(["run", "--output-dir", str(out), "--data-root", str(tmp_path / "data"), *argv]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"vae-mnist: error: {message}"]
+    assert not out.exists() and not (tmp_path / "data").exists()  # nothing fetched, nothing written
+
+
+@pytest.mark.parametrize("name", ["../x", "..", "a/b", "", ".hidden"])
+def test_model_name_is_one_safe_path_component(tmp_path, name):
+    from pipeline.config import PipelineConfig
+
+    with pytest.raises(ValueError, match="PipelineConfig.model_name must be one plain directory name"):
+        PipelineConfig(output_dir=str(tmp_path), model_name=name)
+
+
+def test_settings_from_the_environment_are_typed_too(tmp_path):
+    from pipeline.config import PipelineConfig
+
+    with pytest.raises(ValueError, match="PipelineConfig.records_per_shard must be an integer, got 'many'"):
+        PipelineConfig.from_env({"VAE_MNIST_RECORDS_PER_SHARD": "many", "VAE_MNIST_OUTPUT_DIR": str(tmp_path)})
+
+
+def test_training_that_diverges_stops_with_a_clear_error(tmp_path):
+    """The Trainer's own callbacks on the real network: a NaN loss ends training with an error
+    that says what to change, instead of exporting broken weights for the Evaluator."""
+    from model.trainer import TrainingDivergedError, training_callbacks
+
+    config = PRESETS["smoke"].replace(epochs=3)
+    vae = build_vae(config)
+    pixels = np.random.default_rng(0).random((64, 784), dtype=np.float32)
+    pixels[5, 100] = np.nan  # one bad pixel poisons the epoch's mean loss
+    dataset = tf.data.Dataset.from_tensor_slices(pixels).batch(32)
+    callbacks = training_callbacks(config, str(tmp_path), examples_per_epoch=64)
+    with pytest.raises(TrainingDivergedError, match=r"training diverged in epoch 1: .*loss is nan.* learning_rate"):
+        vae.fit(dataset, validation_data=dataset, epochs=config.epochs, callbacks=callbacks, verbose=0)
+
+
+def test_a_nan_metric_is_reported_as_nan():
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
+
+    from pipeline.outcome import _reason
+
+    failure = validation_result_pb2.ValidationFailure()
+    failure.metric_key.CopyFrom(metrics_for_slice_pb2.MetricKey(name="neg_elbo"))
+    failure.metric_threshold.value_threshold.upper_bound.value = 165.0
+    failure.metric_value.double_value.value = float("nan")
+    assert _reason(failure) == "-ELBO is NaN"
