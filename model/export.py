@@ -11,8 +11,9 @@
   reconstructed pixels per image to carry through TFMA.
 - ``encode``: ``image`` int64 [N, 784] -> ``z_mean``, ``z_log_var`` float [N, latent].
 - ``decode``: ``z`` float [N, latent] -> ``images`` float [N, 784] in [0, 1].
-- ``generate``: ``count`` int32 scalar, ``seed`` int64 scalar (-1 for a fresh random draw) ->
-  ``images`` float [count, 784] in [0, 1], decoded from the prior N(0, I).
+- ``generate``: ``count`` int32 scalar, 1 to ``MAX_GENERATE`` (10,000), ``seed`` int64 scalar
+  (-1 for a fresh random draw) -> ``images`` float [count, 784] in [0, 1], decoded from the
+  prior N(0, I).
 - ``transform_features``: ``examples`` string [N] with ``image`` and ``label`` -> Transform's
   outputs ``pixels`` float [N, 784] and ``label`` int64 [N] (TFMA's preprocessing).
 
@@ -20,7 +21,10 @@ Scores are deterministic: the reconstruction decodes the posterior mean, and
 ``reconstruction_error`` is the BCE (nats) of that reconstruction against the input, so
 ``neg_elbo`` = ``reconstruction_error`` + ``kl`` is the negative ELBO evaluated at z = z_mean.
 Pixels outside [0, 255] fail with an InvalidArgumentError that says so; wrong shapes and dtypes
-are refused by the signatures themselves.
+are refused by the signatures themselves. A request may not size an allocation by itself: every
+other input's size is the size of the request, and ``generate``'s ``count``, the one number that
+sets how much the model allocates, is capped (a count of 10^8 would take 300 GB and kill the
+server).
 """
 
 import tensorflow as tf
@@ -30,6 +34,7 @@ from model.features import IMAGE_KEY, LABEL_KEY, NUM_PIXELS, PIXELS_KEY
 from model.losses import kl_nats, reconstruction_nats
 from model.vae import Vae
 
+MAX_GENERATE = 10_000  # images per generate request: 31 MB of output
 SCORES = ("neg_elbo", "reconstruction_error", "kl", "pixel_mse")  # per image, what the Evaluator averages
 
 
@@ -100,7 +105,11 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="count"), tf.TensorSpec([], tf.int64, name="seed")])
     def generate(self, count, seed):
-        with tf.control_dependencies([tf.debugging.assert_positive(count, message="count must be positive")]):
+        checks = [
+            tf.debugging.assert_positive(count, message="count must be positive"),
+            tf.debugging.assert_less_equal(count, MAX_GENERATE, message=f"count must be at most {MAX_GENERATE}"),
+        ]
+        with tf.control_dependencies(checks):
             shape = tf.stack([count, self.latent_dim])
         z = tf.cond(
             seed >= 0,

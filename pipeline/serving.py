@@ -1,19 +1,21 @@
 """Serving the pushed model with TF Serving: its config, the docker line, and a client.
 
-The client sends TF Serving's own request formats, over REST (``{"signature_name": ...,
-"instances": [...]}`` or ``{"inputs": {...}}``) or gRPC (tensorflow-serving-api's
-PredictionService), or answers the same REST request in-process from the pushed SavedModel
-(``--model-dir``), so what works against the files works against the server.
+The client sends TF Serving's own request formats (pipeline/rest_dialect.py), over REST or gRPC
+(tensorflow-serving-api's PredictionService), or answers the same REST request in-process from
+the pushed SavedModel (``--model-dir``), so what works against the files works against the server.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import urllib.error
 import urllib.request
 
 import numpy as np
+
+from pipeline import rest_dialect
 
 REST_PORT, GRPC_PORT = 8501, 8500
 
@@ -40,9 +42,10 @@ def write_models_config(serving_root: str, model_name: str) -> str:
 
 
 def docker_command(serving_root: str) -> str:
+    """The line to paste into a shell: the mount is quoted, so a path with spaces stays one argument."""
     return (
         f"docker run --rm -p {GRPC_PORT}:{GRPC_PORT} -p {REST_PORT}:{REST_PORT} "
-        f"-v {serving_root}:/models tensorflow/serving --model_config_file=/models/models.config"
+        f"-v {shlex.quote(serving_root + ':/models')} tensorflow/serving --model_config_file=/models/models.config"
     )
 
 
@@ -78,49 +81,74 @@ def predict_rest(server: str, model_name: str, request: dict, timeout: float = 3
 
 
 def predict_grpc(target: str, model_name: str, request: dict, timeout: float = 30.0) -> dict:
-    """Sends the REST-shaped request over gRPC and returns a REST-shaped ("outputs") answer."""
+    """Sends a REST-format request over gRPC and answers in REST format.
+
+    The input dtypes come from the server (GetModelMetadata), as TF Serving's REST front end
+    takes them from the model, so the request is converted by the same rules.
+    """
     import grpc
     import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
-    grpc_request = predict_pb2.PredictRequest()
-    grpc_request.model_spec.name = model_name
-    grpc_request.model_spec.signature_name = request.get("signature_name", "serving_default")
-    for name, value in _columns(request).items():
-        grpc_request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-    with grpc.insecure_channel(target) as channel:
-        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(grpc_request, timeout)
-    return {"outputs": {name: tf.make_ndarray(proto).tolist() for name, proto in response.outputs.items()}}
+    name = rest_dialect.signature_name(request)
+    try:
+        with grpc.insecure_channel(target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+            metadata_request.model_spec.name = model_name
+            signatures = get_model_metadata_pb2.SignatureDefMap()
+            stub.GetModelMetadata(metadata_request, timeout).metadata["signature_def"].Unpack(signatures)
+            if name not in signatures.signature_def:
+                raise rest_dialect.RequestError(_no_signature(name, signatures.signature_def))
+            inputs = {k: tf.dtypes.as_dtype(v.dtype).name for k, v in signatures.signature_def[name].inputs.items()}
+            tensors, row_format = rest_dialect.parse_request(request, inputs)
+            grpc_request = predict_pb2.PredictRequest()
+            grpc_request.model_spec.name = model_name
+            grpc_request.model_spec.signature_name = name
+            for key, value in tensors.items():
+                grpc_request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=inputs[key]))
+            answer = stub.Predict(grpc_request, timeout)
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.UNAVAILABLE:
+            raise ConnectionError(f"cannot reach TF Serving at {target} ({err.details()})") from None
+        raise rest_dialect.RequestError(f"TF Serving at {target} answered {err.code().name}: {err.details()}") from None
+    outputs = {key: tf.make_ndarray(proto) for key, proto in answer.outputs.items()}
+    return rest_dialect.response(outputs, row_format)
 
 
-def _columns(request: dict) -> dict[str, np.ndarray]:
-    """TF Serving's row ("instances") or columnar ("inputs") request as named arrays."""
-    if "instances" in request:
-        rows = request["instances"]
-        if not rows or not isinstance(rows[0], dict):
-            raise ValueError('"instances" must be a non-empty list of objects naming the inputs, e.g. {"image": [...]}')
-        return {name: np.asarray([row[name] for row in rows]) for name in rows[0]}
-    if "inputs" in request:
-        return {name: np.asarray(value) for name, value in request["inputs"].items()}
-    raise ValueError('a TF Serving request has "instances" (row format) or "inputs" (columnar format)')
+def _no_signature(name: str, signatures) -> str:
+    return f"the model has no signature {name!r}; it has {', '.join(sorted(signatures))}"
 
 
 def predict_in_process(model_dir: str, request: dict) -> dict:
-    """Answers a TF Serving REST request from the SavedModel on disk, in TF Serving's response format."""
+    """Answers a TF Serving REST request from the SavedModel on disk, as TF Serving would: the
+    same request rules, the same response format, and a model error as one line."""
     import tensorflow as tf
 
+    name = rest_dialect.signature_name(request)
     model = tf.saved_model.load(latest_version_dir(model_dir))
-    name = request.get("signature_name", "serving_default")
     if name not in model.signatures:
-        raise ValueError(f"no signature {name!r}; the model has {', '.join(sorted(model.signatures))}")
+        raise rest_dialect.RequestError(_no_signature(name, model.signatures))
     signature = model.signatures[name]
     specs = signature.structured_input_signature[1]
-    columns = _columns(request)
-    if set(columns) != set(specs):
-        raise ValueError(f"signature {name!r} takes inputs {sorted(specs)}, the request has {sorted(columns)}")
-    outputs = signature(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in columns.items()})
-    outputs = {k: v.numpy() for k, v in outputs.items()}
-    if "inputs" in request:
-        return {"outputs": {k: v.tolist() for k, v in outputs.items()}}
-    count = len(next(iter(columns.values())))
-    return {"predictions": [{k: v[i].tolist() for k, v in outputs.items()} for i in range(count)]}
+    tensors, row_format = rest_dialect.parse_request(request, {k: spec.dtype.name for k, spec in specs.items()})
+    try:
+        outputs = signature(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in tensors.items()})
+    except (tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError) as err:
+        raise rest_dialect.RequestError(model_error(err.message)) from None
+    except UnicodeDecodeError:  # TF's parse error quotes the input, and Python cannot decode binary bytes
+        raise rest_dialect.RequestError(f"signature {name!r}: could not parse the input as tf.Examples") from None
+    return rest_dialect.response({k: v.numpy() for k, v in outputs.items()}, row_format)
+
+
+def model_error(message: str) -> str:
+    """The one line of a TensorFlow error that says what was wrong with the request: the text of
+    a failed assertion, or the op's own message, without graph and node details."""
+    for line in message.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("Graph execution error", "Detected at node", "<stack traces", "[[")):
+            continue
+        if line.startswith("assertion failed: ["):
+            return line[len("assertion failed: [") :].split("]", 1)[0].rstrip(". ")
+        return line.split(" [Op:", 1)[0].split("\t [[", 1)[0][:300]
+    return message[:300]

@@ -92,6 +92,16 @@ def served_files(serving_model_dir: str) -> dict[str, str]:
     return result
 
 
+def run_like_tf_serving(saved_model_dir: str, signature: str, feeds: dict[str, np.ndarray]) -> dict:
+    """A signature run the way TF Serving's C++ loader runs it: the 'serve' MetaGraph loaded into
+    a TF1 session, inputs fed and outputs fetched by the tensor names in its SignatureDef."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], saved_model_dir)
+        signature_def = meta_graph.signature_def[signature]
+        fetches = {name: info.name for name, info in signature_def.outputs.items()}
+        return session.run(fetches, {signature_def.inputs[name].name: value for name, value in feeds.items()})
+
+
 def store_of(config: PipelineConfig) -> metadata_store.MetadataStore:
     connection = metadata_store_pb2.ConnectionConfig()
     connection.sqlite.filename_uri = config.metadata_path

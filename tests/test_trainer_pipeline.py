@@ -8,13 +8,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import read_idx_dataset, states
+from tests.conftest import read_idx_dataset, run_like_tf_serving, states
 
 
 @pytest.fixture(scope="module")
-def serving_model(small_run):
+def serving_model_dir(small_run):
     [model_dir] = glob.glob(os.path.join(small_run.pipeline_root, "Trainer", "model", "*", "Format-Serving"))
-    return tf.saved_model.load(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def serving_model(serving_model_dir):
+    return tf.saved_model.load(serving_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +120,9 @@ def test_encode_decode_generate(serving_model, test_images):
         ("encode", {"image": tf.zeros([1, 783], tf.int64)}, r"image must be \[N, 784\]"),
         ("decode", {"z": tf.zeros([1, 5])}, r"z must be \[N, 2\] latent vectors"),
         ("generate", {"count": tf.constant(0), "seed": tf.constant(1, tf.int64)}, "count must be positive"),
+        ("generate", {"count": tf.constant(10_001), "seed": tf.constant(1, tf.int64)}, "count must be at most 10000"),
+        ("generate", {"count": tf.constant(100_000_000), "seed": tf.constant(-1, tf.int64)}, "at most 10000"),
+        ("serving_tf_example", {"examples": tf.constant([b"garbage"])}, "Could not parse example input"),
     ],
 )
 def test_bad_inputs_fail_with_a_clear_error(serving_model, signature, kwargs, message):
@@ -164,3 +172,14 @@ def test_both_input_modes_feed_the_same_transformed_pixels(small_run, small_mnis
     assert first_batch.shape == (100, 784) and first_batch.dtype == np.float32
     train_source = read_idx_dataset(small_mnist)["train"][0].reshape(-1, 784) / 255.0
     assert not np.allclose(first_batch, train_source[:100])  # shuffled
+
+
+def test_tf_serving_session_refuses_oversized_generate(serving_model_dir):
+    """What TF Serving runs: the SavedModel loaded into a TF1 session by its 'serve' tag and the
+    signature's tensors fed and fetched by name. 10^8 images used to kill the process (SIGSEGV);
+    the cap stops the request before anything is allocated, and the largest allowed count runs."""
+    feeds = {"count": np.int32(100_000_000), "seed": np.int64(3)}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="count must be at most 10000"):
+        run_like_tf_serving(serving_model_dir, "generate", feeds)
+    images = run_like_tf_serving(serving_model_dir, "generate", {"count": np.int32(10_000), "seed": np.int64(3)})
+    assert images["images"].shape == (10_000, 784)

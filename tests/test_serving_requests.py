@@ -1,0 +1,91 @@
+"""The predict client speaks TF Serving's REST dialect exactly (tensorflow_serving/util/
+json_tensor.cc), in-process from the pushed model: the request shapes TF Serving accepts, the
+ones it refuses, and one line, never a traceback, for a bad request."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import cli, serving
+from pipeline.rest_dialect import RequestError
+from tests.conftest import read_idx_dataset
+
+
+@pytest.fixture(scope="module")
+def images(small_mnist) -> np.ndarray:
+    return read_idx_dataset(small_mnist)["eval"][0][:3].reshape(3, 784).astype(np.int64)
+
+
+def example_bytes(image: np.ndarray) -> bytes:
+    import tensorflow as tf
+
+    feature = {"image": tf.train.Feature(int64_list=tf.train.Int64List(value=image))}
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_every_request_shape_tf_serving_accepts(small_run, images):
+    model = small_run.serving_model_dir
+    named = serving.predict_in_process(model, {"instances": [{"image": row.tolist()} for row in images]})
+    bare = serving.predict_in_process(model, {"instances": images.tolist()})  # one input: bare rows
+    assert bare == named and len(named["predictions"]) == 3
+    columnar = serving.predict_in_process(model, {"inputs": images.tolist()})["outputs"]
+    np.testing.assert_allclose(columnar["neg_elbo"], [p["neg_elbo"] for p in named["predictions"]], rtol=1e-6)
+    # Binary strings travel as {"b64": ...}.
+    examples = [{"b64": base64.b64encode(example_bytes(row)).decode()} for row in images]
+    scored = serving.predict_in_process(model, {"signature_name": "score_tf_example", "instances": examples})
+    np.testing.assert_allclose([p["neg_elbo"] for p in scored["predictions"]], columnar["neg_elbo"], rtol=1e-5)
+    # One output: TF Serving answers with the bare value, not an object.
+    generated = serving.predict_in_process(model, {"signature_name": "generate", "inputs": {"count": 2, "seed": 1}})
+    assert np.asarray(generated["outputs"]).shape == (2, 784)
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ([{"image": [0] * 784}], "the request must be a JSON object, not a list"),
+        ({"instances": [[0] * 784], "inputs": [[0] * 784]}, "has both 'instances' and 'inputs'"),
+        ({"instances": [[12.5] * 784]}, r"JSON value 12.5 \(number\) is not of the expected type int64"),
+        ({"instances": [{"pixels": [0] * 784}]}, "the signature has no input named 'pixels'; its inputs: image"),
+        ({"signature_name": "generate", "inputs": {"count": 3}}, "'inputs' lacks the input 'seed'"),
+        ({"signature_name": "generate", "inputs": {"count": 0, "seed": 1}}, "^count must be positive$"),
+        ({"signature_name": "generate", "inputs": {"count": 10**8, "seed": 1}}, "^count must be at most 10000$"),
+        ({"signature_name": "nope", "instances": [1]}, "the model has no signature 'nope'"),
+        ({"signature_name": "serving_tf_example", "instances": ["garbage"]}, "Could not parse example input"),
+        (
+            {
+                "signature_name": "serving_tf_example",
+                "instances": [{"b64": base64.b64encode(b"\xff\xfe\x80").decode()}],
+            },
+            "could not parse the input as tf.Examples",
+        ),
+        ({"instances": [{"b64": "!!"}]}, "is not valid base64|not of the expected type"),
+    ],
+)
+def test_requests_tf_serving_refuses_are_refused_in_one_line(small_run, request_, message):
+    with pytest.raises(RequestError, match=message) as refused:
+        serving.predict_in_process(small_run.serving_model_dir, request_)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_cli_prints_one_line_for_bad_requests(small_run, tmp_path, capsys):
+    broken = tmp_path / "request.json"
+    broken.write_text('{"instances": [')
+    assert cli.main(["predict", "--model-dir", small_run.serving_model_dir, "--request", str(broken)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"vae-mnist: error: {broken} is not a JSON request:")
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"signature_name": "generate", "inputs": {"count": 100_000_000, "seed": -1}}))
+    assert cli.main(["predict", "--model-dir", small_run.serving_model_dir, "--request", str(huge)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["vae-mnist: error: count must be at most 10000"]
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["predict", "--model-dir", small_run.serving_model_dir, "--count", "0"])
+    assert stopped.value.code == 2 and "--count: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_the_docker_line_survives_spaces_in_paths():
+    import shlex
+
+    line = serving.docker_command("/data/my models/serving")
+    assert "/data/my models/serving:/models" in shlex.split(line)
