@@ -24,6 +24,9 @@ from model.config import PRESETS, VaeConfig
 from pipeline.beam import PROFILES as BEAM_PROFILES
 from pipeline.beam import beam_args
 from pipeline.config import PipelineConfig
+from pipeline.run_lock import OutputDirBusy, output_dir_lock
+
+EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another run holds the output directory; try again later
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -50,9 +53,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         vae_overrides=VaeConfig.parse_overrides(args.set),
         max_neg_elbo=args.max_neg_elbo,
     )
-    if not args.input_dir:
-        fetch.fetch(config.dataset_spec, config.data_root, source=args.source, path=args.path)
+    with output_dir_lock(config.output_dir):
+        if not args.input_dir:
+            fetch.fetch(config.dataset_spec, config.data_root, source=args.source, path=args.path)
+        return _run_locally(config)
 
+
+def _run_locally(config: PipelineConfig) -> int:
     from tfx import v1 as tfx  # heavy imports: TFX, TF, Beam
 
     from pipeline import local_runner, outcome, run_report, serving
@@ -78,7 +85,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if args.request:
         with open(args.request) as f:
-            request = json.load(f)
+            try:
+                request = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{args.request} is not a JSON request: {err}") from None
     else:
         images = _test_images(args.data_root, args.count)
         request = serving.rest_request(images, args.signature)
@@ -107,8 +117,10 @@ def _brief(response: dict) -> str:
             return f"<{'x'.join(map(str, array.shape))} values>"
         return np.round(array, 3).tolist()
 
-    rows = response.get("predictions") or [response.get("outputs", {})]
-    return "\n".join(json.dumps({k: shorten(v) for k, v in row.items()}) for row in rows)
+    rows = response["predictions"] if "predictions" in response else [response.get("outputs", {})]
+    return "\n".join(
+        json.dumps({k: shorten(v) for k, v in row.items()} if isinstance(row, dict) else shorten(row)) for row in rows
+    )
 
 
 def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
@@ -141,6 +153,16 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-neg-elbo", type=float, help="blessing bound in nats (default: the preset's)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vae-mnist", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -170,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-name", default="vae-mnist")
     predict.add_argument("--signature", default="serving_default")
     predict.add_argument("--request", help="a JSON file in TF Serving's REST format (default: MNIST test images)")
-    predict.add_argument("--count", type=int, default=3, help="how many MNIST test images to send")
+    predict.add_argument("--count", type=_positive_int, default=3, help="how many MNIST test images to send")
     predict.add_argument("--data-root", default="data")
     predict.add_argument("--full", action="store_true", help="print the whole response as JSON")
     predict.set_defaults(func=_cmd_predict)
@@ -215,14 +237,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         return args.func(args)
+    except OutputDirBusy as err:
+        print(f"vae-mnist: error: {err}", file=sys.stderr)
+        return EXIT_BUSY
     except (fetch.FetchError, IdxError, ValueError, FileNotFoundError, OSError) as err:
         print(f"vae-mnist: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # a failed component: say which problem, not a Beam traceback
         from components.data_gate import DataAnomaliesError
+        from model.trainer import TrainingDivergedError
 
+        stops = (DataAnomaliesError, IdxError, TrainingDivergedError)
         cause = err
-        while cause is not None and not isinstance(cause, (DataAnomaliesError, IdxError)):
+        while cause is not None and not isinstance(cause, stops):
             cause = cause.__cause__ or cause.__context__
         if cause is None:
             raise

@@ -26,6 +26,7 @@ from tfx import v1 as tfx  # noqa: E402
 
 from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline.run_lock import output_dir_lock  # noqa: E402
 
 
 def local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
@@ -37,4 +38,6 @@ def local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
 
 
 if __name__ == "__main__":
-    tfx.orchestration.LocalDagRunner().run(local_pipeline(PipelineConfig.from_env()))
+    _config = PipelineConfig.from_env()
+    with output_dir_lock(_config.output_dir):
+        tfx.orchestration.LocalDagRunner().run(local_pipeline(_config))
