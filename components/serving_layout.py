@@ -1,19 +1,39 @@
 """TF Serving's directory layout: ``<serving_root>/<model_name>/<version>/saved_model.pb``.
 
-The one place that knows which pushed version is "the model served now". ServedModel (the
-Evaluator's baseline), our Pusher (is this model already served?), the run summary and the
-``predict`` client all ask here, through TFX's ``fileio`` so that ``gs://`` serving roots work
-as well as local ones.
+The one place that knows which pushed version is "the model served now", and how a new version
+appears there without TF Serving ever loading half of it. ServedModel (the Evaluator's
+baseline), our Pusher, the run summary and the ``predict`` client all ask here, through TFX's
+``fileio`` so that ``gs://`` serving roots work as well as local ones.
+
+How a version appears (``stage`` then ``publish``):
+- It is first copied to ``<model_dir>/.incoming-<version>/``. TF Serving serves only directories
+  whose names are numbers (tensorflow_serving/sources/storage_path/
+  file_system_storage_path_source.cc), so it never looks at a staging directory.
+- On a local or POSIX file system the staging directory is then renamed to ``<version>``: one
+  atomic step, so the version is either absent or complete.
+- Object stores (``gs://``) have no directory rename. There the staged files are copied to
+  ``<version>/`` inside the bucket (a server-side copy: seconds, not the upload) with
+  ``saved_model.pb`` last, then the staging directory is deleted. An object appears whole or not
+  at all, so while ``saved_model.pb`` is missing TF Serving cannot load the version: a load it
+  tries in those seconds fails and is retried (5 times, a minute apart, by default:
+  tensorflow_serving/core/aspired_versions_manager.h), and the version it serves stays served.
+- What a crash leaves behind (a staging directory; on object stores a version without
+  ``saved_model.pb``) is never loadable and is removed by the next push (``remove_leftovers``).
+One pusher writes to a model directory at a time (a local run holds its output directory; on
+Kubeflow, do not run two pipelines that push to one serving root at once).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 from tfx.dsl.io import fileio
+from tfx.utils import io_utils
 
 SAVED_MODEL_FILE = "saved_model.pb"
+STAGING_PREFIX = ".incoming-"  # not a number: TF Serving ignores it
 
 
 def versions(model_dir: str) -> list[int]:
@@ -32,6 +52,60 @@ def served_version(model_dir: str) -> int | None:
         if fileio.exists(os.path.join(model_dir, str(version), SAVED_MODEL_FILE)):
             return version
     return None
+
+
+def next_version(model_dir: str) -> int:
+    """A new version number: the time in seconds, as TFX's Pusher numbers versions, but always
+    above every version directory already there (complete or not), so pushes never collide."""
+    highest = max(versions(model_dir), default=0)
+    return max(int(time.time()), highest + 1)
+
+
+def leftovers(model_dir: str) -> list[str]:
+    """What an interrupted push left: staging directories, and version directories without
+    ``saved_model.pb`` (which TF Serving cannot load)."""
+    if not fileio.isdir(model_dir):
+        return []
+    names = [name.rstrip("/") for name in fileio.listdir(model_dir)]
+    found = [os.path.join(model_dir, name) for name in names if name.startswith(STAGING_PREFIX)]
+    found += [
+        os.path.join(model_dir, str(version))
+        for version in versions(model_dir)
+        if not fileio.exists(os.path.join(model_dir, str(version), SAVED_MODEL_FILE))
+    ]
+    return found
+
+
+def remove_leftovers(model_dir: str) -> list[str]:
+    removed = leftovers(model_dir)
+    for path in removed:
+        fileio.rmtree(path)
+    return removed
+
+
+def copy_saved_model(source: str, destination: str) -> None:
+    """Copies a SavedModel directory with ``saved_model.pb`` last: whoever sees that file sees
+    every other file complete (the rule TFX's Pusher and TF Serving rely on)."""
+    io_utils.copy_dir(source, destination, deny_regex_patterns=[r"saved_model\.pb$"])
+    io_utils.copy_file(os.path.join(source, SAVED_MODEL_FILE), os.path.join(destination, SAVED_MODEL_FILE))
+
+
+def stage(saved_model_dir: str, model_dir: str, version: int) -> str:
+    """Copies a model beside its future version directory, where TF Serving does not look."""
+    staging = os.path.join(model_dir, f"{STAGING_PREFIX}{version}")
+    copy_saved_model(saved_model_dir, staging)
+    return staging
+
+
+def publish(staging: str, model_dir: str, version: int) -> str:
+    """Makes a staged model the version TF Serving loads next; returns the version directory."""
+    final = os.path.join(model_dir, str(version))
+    if "://" in model_dir:
+        copy_saved_model(staging, final)
+        fileio.rmtree(staging)
+    else:
+        os.rename(staging, final)  # atomic on one POSIX file system
+    return final
 
 
 def fingerprint(saved_model_dir: str) -> str:

@@ -3,7 +3,7 @@ written (PortableRunner, a job endpoint, EXTERNAL SDK workers), run through Beam
 pure-Python portable job service and Python worker pool on loopback. That is the protocol a Flink
 or Spark job server speaks (job API + Fn API workers); only the engine behind the job service
 differs, and its jars are not reachable here. The stages run under LocalDagRunner in one
-time-limited process (tests/run_data_stages.py): on Kubeflow the same arguments reach the same
+time-limited process (tests/partial_run.py): on Kubeflow the same arguments reach the same
 executors through the compiled spec (tests/test_kubeflow.py checks they are there)."""
 
 import glob
@@ -20,7 +20,8 @@ import pytest
 from pipeline import beam
 from pipeline.config import PipelineConfig
 from tests.conftest import REPO, SMALL_RUN, read_examples, read_idx_dataset, states
-from tests.run_data_stages import DATA_STAGES
+
+DATA_STAGES = ("IdxExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Transform")
 
 START_SECONDS, JOB_SECONDS = 90, 300
 
@@ -84,7 +85,7 @@ def portable_run(portable_beam, small_mnist, tmp_path_factory):
     variables = {"VAE_MNIST_" + k.upper(): json.dumps(v) for k, v in (settings | {"beam_args": profile}).items()}
     try:
         run = subprocess.run(
-            [sys.executable, "-m", "tests.run_data_stages"],
+            [sys.executable, "-m", "tests.partial_run", "--to", "Transform"],
             env=env | variables,
             cwd=REPO,
             capture_output=True,
