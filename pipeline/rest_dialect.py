@@ -103,7 +103,10 @@ def _is_base64(value) -> bool:
 def _array(value, dtype: str, name: str) -> np.ndarray:
     """A nested JSON list as a dense array of ``dtype``, every leaf of the right JSON type."""
     if dtype == "string":
-        cells = np.asarray(value, dtype=object)  # stops at objects, so {"b64": ...} stays one cell
+        try:
+            cells = np.asarray(value, dtype=object)  # stops at objects, so {"b64": ...} stays one cell
+        except ValueError:
+            raise RequestError(f"input {name!r}: lists of different lengths at the same level") from None
         strings = np.empty(cells.shape, dtype=object)
         strings.reshape(-1)[:] = [_string(cell, name) for cell in cells.reshape(-1)]
         return strings
@@ -115,12 +118,12 @@ def _array(value, dtype: str, name: str) -> np.ndarray:
     except (ValueError, OverflowError):  # numpy refuses ragged lists
         raise RequestError(f"input {name!r}: lists of different lengths at the same level") from None
     if array.size and array.dtype.kind not in family:
-        bad = [leaf for leaf in _leaves(value) if not _fits(leaf, family)]
-        if not bad:
+        wrong = [leaf for leaf in _leaves(value) if not _fits(leaf, family)]
+        if not wrong:
             raise RequestError(f"input {name!r}: lists of different lengths at the same level")
-        bad = bad[0]
         raise RequestError(
-            f"input {name!r}: JSON value {json.dumps(bad)} ({_json_type(bad)}) is not of the expected type {dtype}"
+            f"input {name!r}: JSON value {json.dumps(wrong[0])} ({_json_type(wrong[0])}) "
+            f"is not of the expected type {dtype}"
         )
     if dtype in _INTEGER and array.size:
         limits = np.iinfo(dtype)

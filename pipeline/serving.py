@@ -111,7 +111,8 @@ def predict_grpc(target: str, model_name: str, request: dict, timeout: float = 3
     except grpc.RpcError as err:
         if err.code() == grpc.StatusCode.UNAVAILABLE:
             raise ConnectionError(f"cannot reach TF Serving at {target} ({err.details()})") from None
-        raise rest_dialect.RequestError(f"TF Serving at {target} answered {err.code().name}: {err.details()}") from None
+        answer = model_error(err.details() or "")
+        raise rest_dialect.RequestError(f"TF Serving at {target} answered {err.code().name}: {answer}") from None
     outputs = {key: tf.make_ndarray(proto) for key, proto in answer.outputs.items()}
     return rest_dialect.response(outputs, row_format)
 

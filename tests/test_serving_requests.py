@@ -89,3 +89,73 @@ def test_the_docker_line_survives_spaces_in_paths():
 
     line = serving.docker_command("/data/my models/serving")
     assert "/data/my models/serving:/models" in shlex.split(line)
+
+
+class ModelServer:
+    """A gRPC PredictionService over the pushed SavedModel, for testing the client's gRPC path
+    (no TF Serving binary here): GetModelMetadata answers the SignatureDefs from saved_model.pb,
+    Predict runs the signature and answers InvalidArgument as TF Serving does."""
+
+    def __init__(self, model_dir: str):
+        import grpc
+        import tensorflow as tf
+        from tensorflow.core.protobuf import saved_model_pb2
+        from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+
+        with open(f"{model_dir}/saved_model.pb", "rb") as f:
+            signature_defs = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0].signature_def
+        model = tf.saved_model.load(model_dir)
+
+        class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+            def GetModelMetadata(self, request, context):  # noqa: N802
+                defs = get_model_metadata_pb2.SignatureDefMap()
+                for key, value in signature_defs.items():
+                    defs.signature_def[key].CopyFrom(value)
+                response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=request.model_spec)
+                response.metadata["signature_def"].Pack(defs)
+                return response
+
+            def Predict(self, request, context):  # noqa: N802
+                signature = model.signatures[request.model_spec.signature_name or "serving_default"]
+                try:
+                    outputs = signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+                except tf.errors.InvalidArgumentError as err:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+                response = predict_pb2.PredictResponse()
+                for key, value in outputs.items():
+                    response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+                return response
+
+        import concurrent.futures
+
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), self.server)
+        self.target = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+
+def test_grpc_requests_follow_the_same_rules(small_run, images):
+    from components import serving_layout
+
+    model_dir = small_run.serving_model_dir
+    server = ModelServer(f"{model_dir}/{serving_layout.served_version(model_dir)}")
+    try:
+        examples = [{"b64": base64.b64encode(example_bytes(row)).decode()} for row in images]
+        request = {"signature_name": "score_tf_example", "instances": examples}
+        over_grpc = serving.predict_grpc(server.target, "vae-mnist", request)["predictions"]
+        in_process = serving.predict_in_process(model_dir, request)["predictions"]
+        assert len(over_grpc) == 3 and set(over_grpc[0]) == {"neg_elbo", "reconstruction_error", "kl", "pixel_mse"}
+        for key in over_grpc[0]:
+            np.testing.assert_allclose([p[key] for p in over_grpc], [p[key] for p in in_process], rtol=1e-6)
+        generated = serving.predict_grpc(
+            server.target, "vae-mnist", {"signature_name": "generate", "inputs": {"count": 2, "seed": 3}}
+        )
+        assert np.asarray(generated["outputs"]).shape == (2, 784)
+        with pytest.raises(RequestError, match="answered INVALID_ARGUMENT: count must be at most 10000$"):
+            serving.predict_grpc(
+                server.target, "vae-mnist", {"signature_name": "generate", "inputs": {"count": 10**8, "seed": 3}}
+            )
+        with pytest.raises(RequestError, match=r"JSON value 0.5 \(number\) is not of the expected type int64"):
+            serving.predict_grpc(server.target, "vae-mnist", {"instances": [[0.5] * 784]})
+    finally:
+        server.server.stop(None)
