@@ -11,10 +11,13 @@ naming it and no Examples artifact is published. Records are then read in shards
 
 Unlike TFX's stock writer, records are written in source order, without a reshuffle, so the same
 files always yield byte-identical TFRecords and training is reproducible; the Trainer shuffles.
+The last ``validation_fraction`` of the training records is written as a third split, ``valid``:
+the Trainer chooses its model on it, so that the ``eval`` split (MNIST's test images) only judges.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +26,7 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format, struct_pb2
-from tfx.components.example_gen import base_example_gen_executor, utils, write_split
+from tfx.components.example_gen import base_example_gen_executor, write_split
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import executor_spec
@@ -37,6 +40,7 @@ from components.datasets import DatasetSpec
 
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
+TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"  # the validation split is carved from the training files
 DEFAULT_RECORDS_PER_SHARD = 10_000
 _OUTPUT_FILE = "data_tfrecord"
 
@@ -139,41 +143,79 @@ class _ReadShard(beam.DoFn):
         yield from serialize_examples(images, labels)
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputSplit:
+    """Records [start, stop) of an images/labels pair, written as one split."""
+
+    name: str
+    images: str
+    labels: str
+    start: int
+    stop: int
+
+
+def output_splits(exec_properties: dict[str, Any]) -> list[OutputSplit]:
+    """Every split written: each input split whole, except that the last ``validation_fraction``
+    of the training split is written as the validation split (the same records on every run)."""
+    options = _custom_options(exec_properties)
+    image_shape = tuple(int(d) for d in options.get("image_shape", (28, 28)))
+    fraction = float(options.get("validation_fraction", 0.0))
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+    splits = []
+    for split in input_config.splits:
+        images, labels = resolve_split_files(exec_properties[standard_component_specs.INPUT_BASE_KEY], split.pattern)
+        count = idx_format.check_pair(images, labels, image_shape).count
+        held_out = max(1, round(count * fraction)) if split.name == TRAIN_SPLIT and fraction > 0 else 0
+        if held_out >= count:
+            raise idx_format.IdxError(images, f"holds {count} records: too few to set some aside for validation")
+        splits.append(OutputSplit(split.name, images, labels, 0, count - held_out))
+        if held_out:
+            splits.append(OutputSplit(VALIDATION_SPLIT, images, labels, count - held_out, count))
+    return splits
+
+
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
 @beam.typehints.with_output_types(bytes)
-def ReadIdxSplit(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):  # noqa: N802
-    """Beam source: IDX files of one split -> serialized tf.Examples, in source order per shard."""
-    options = _custom_options(exec_properties)
-    image_shape = tuple(int(d) for d in options.get("image_shape", (28, 28)))
-    per_shard = int(options.get("records_per_shard", DEFAULT_RECORDS_PER_SHARD))
-    images, labels = resolve_split_files(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern)
-    count = idx_format.check_pair(images, labels, image_shape).count
-    shards = [(start, min(start + per_shard, count)) for start in range(0, count, per_shard)]
+def ReadIdxRecords(pipeline: beam.Pipeline, split: OutputSplit, records_per_shard: int):  # noqa: N802
+    """Beam source: one split's IDX records -> serialized tf.Examples, in source order per shard."""
+    shards = [
+        (start, min(start + records_per_shard, split.stop))
+        for start in range(split.start, split.stop, records_per_shard)
+    ]
     return (
-        pipeline | "Shards" >> beam.Create(shards, reshuffle=False) | "Read" >> beam.ParDo(_ReadShard(images, labels))
+        pipeline
+        | "Shards" >> beam.Create(shards, reshuffle=False)
+        | "Read" >> beam.ParDo(_ReadShard(split.images, split.labels))
     )
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
-    """Writes each split in source order (TFX's stock WriteSplit reshuffles first)."""
+    """Writes each split in source order (TFX's stock WriteSplit reshuffles first), carving the
+    validation split out of the training files (TFX's output split config would hash-partition
+    instead, which reshuffles and changes with the data)."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802
-        return ReadIdxSplit
+        raise NotImplementedError("IdxExampleGen reads its splits in Do (output_splits)")
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
-        input_config = example_gen_pb2.Input()
-        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
-        split_names = utils.generate_output_split_names(input_config, example_gen_pb2.Output())
-        examples.split_names = artifact_utils.encode_split_names(split_names)
+        splits = output_splits(exec_properties)
+        examples.split_names = artifact_utils.encode_split_names([split.name for split in splits])
+        per_shard = int(_custom_options(exec_properties).get("records_per_shard", DEFAULT_RECORDS_PER_SHARD))
         with self._make_beam_pipeline() as pipeline:
-            for split_name, records in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
-                _ = records | f"Write[{split_name}]" >> beam.io.WriteToTFRecord(
-                    os.path.join(artifact_utils.get_split_uri([examples], split_name), _OUTPUT_FILE),
-                    file_name_suffix=".gz",
-                    num_shards=1,
+            for split in splits:
+                _ = (
+                    pipeline
+                    | f"Read[{split.name}]" >> ReadIdxRecords(split, per_shard)
+                    | f"Write[{split.name}]"
+                    >> beam.io.WriteToTFRecord(
+                        os.path.join(artifact_utils.get_split_uri([examples], split.name), _OUTPUT_FILE),
+                        file_name_suffix=".gz",
+                        num_shards=1,
+                    )
                 )
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
@@ -184,9 +226,21 @@ class IdxExampleGen(FileBasedExampleGen):
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
-    def __init__(self, input_base: str, dataset: DatasetSpec, records_per_shard: int = DEFAULT_RECORDS_PER_SHARD):
+    def __init__(
+        self,
+        input_base: str,
+        dataset: DatasetSpec,
+        records_per_shard: int = DEFAULT_RECORDS_PER_SHARD,
+        validation_fraction: float = 0.0,
+    ):
         options = struct_pb2.Struct()
-        options.update({"image_shape": list(dataset.image_shape), "records_per_shard": records_per_shard})
+        options.update(
+            {
+                "image_shape": list(dataset.image_shape),
+                "records_per_shard": records_per_shard,
+                "validation_fraction": validation_fraction,
+            }
+        )
         custom_config = example_gen_pb2.CustomConfig()
         custom_config.custom_config.Pack(options)
         super().__init__(

@@ -68,12 +68,14 @@ def load_pixels(read, files) -> np.ndarray:
 
 
 def input_datasets(fn_args: tfx.components.FnArgs, tf_transform_output, config: VaeConfig):
-    """(train, eval, steps_per_epoch, examples_per_epoch): batched datasets of transformed pixels."""
+    """(train, validation, steps_per_epoch, examples_per_epoch): batched datasets of transformed
+    pixels. ``fn_args.eval_files`` is the validation split (the pipeline's EvalArgs), never the
+    eval split the Evaluator judges on."""
     read = functools.partial(_factory, data_accessor=fn_args.data_accessor, tf_transform_output=tf_transform_output)
     if config.input_mode == "memory":
         train_pixels = load_pixels(read, fn_args.train_files)
         eval_pixels = load_pixels(read, fn_args.eval_files)
-        logging.info("Loaded %d training and %d eval examples into memory", len(train_pixels), len(eval_pixels))
+        logging.info("Loaded %d training and %d validation examples into memory", len(train_pixels), len(eval_pixels))
         train = tf.data.Dataset.from_tensor_slices(train_pixels).shuffle(
             len(train_pixels), seed=config.seed, reshuffle_each_iteration=True
         )

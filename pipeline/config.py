@@ -43,6 +43,9 @@ class PipelineConfig:
     pipeline_root: str | None = None
     schema_file: str = SCHEMA_FILE
     records_per_shard: int = 10_000
+    # The Trainer chooses its model (early stopping, learning-rate schedule) on the last twelfth of
+    # the training images (MNIST: 5,000 of 60,000); the eval split (MNIST's test images) only judges.
+    validation_fraction: float = 1 / 12
     # The model: a preset from model/config.py, with any of its fields overridden.
     preset: str = "tutorial"
     vae_overrides: dict = dataclasses.field(default_factory=dict)
@@ -91,6 +94,8 @@ class PipelineConfig:
             raise ValueError(
                 f"PipelineConfig.regression_tolerance_nats must be >= 0, got {self.regression_tolerance_nats}"
             )
+        if not 0 < self.validation_fraction < 0.5:
+            raise ValueError(f"PipelineConfig.validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
         if self.records_per_shard < 1:
             raise ValueError(f"PipelineConfig.records_per_shard must be positive, got {self.records_per_shard}")
         datasets.get(self.dataset)  # fail early on unknown names and fields

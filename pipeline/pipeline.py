@@ -9,7 +9,7 @@ from tfx import v1 as tfx
 
 from components.data_gate import DataGate
 from components.evaluator import Evaluator
-from components.idx_example_gen import IdxExampleGen
+from components.idx_example_gen import TRAIN_SPLIT, VALIDATION_SPLIT, IdxExampleGen
 from components.model_pictures import ModelPictures
 from components.pusher import Pusher
 from components.served_model import ServedModel
@@ -22,7 +22,7 @@ def create_pipeline(
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
     lookup_nonce: str | None = None,
 ) -> tfx.dsl.Pipeline:
-    """ExampleGen -> StatisticsGen + curated schema -> ExampleValidator -> DataGate -> Transform ->
+    """ExampleGen (train, valid, eval) -> StatisticsGen + curated schema -> ExampleValidator -> DataGate -> Transform ->
     Trainer -> Evaluator (against the model served now) -> Pusher (blessed models only), and
     ModelPictures beside the Evaluator.
 
@@ -30,7 +30,10 @@ def create_pipeline(
     per local run); the Kubeflow compiler passes the run-id placeholder instead.
     """
     example_gen = IdxExampleGen(
-        input_base=config.input_base, dataset=config.dataset_spec, records_per_shard=config.records_per_shard
+        input_base=config.input_base,
+        dataset=config.dataset_spec,
+        records_per_shard=config.records_per_shard,
+        validation_fraction=config.validation_fraction,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_file)
@@ -51,6 +54,9 @@ def create_pipeline(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_importer.outputs["schema"],
+        # Model selection on the validation split; the eval split is the Evaluator's alone.
+        train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[VALIDATION_SPLIT]),
         custom_config={"vae": config.vae.to_dict()},
     )
     model_pictures = ModelPictures(model=trainer.outputs["model"], examples=example_gen.outputs["examples"])

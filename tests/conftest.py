@@ -45,6 +45,15 @@ def read_idx_dataset(directory: str, spec: datasets.DatasetSpec = datasets.MNIST
     return {name: spec.read_split(directory, name) for name in spec.splits}
 
 
+def expected_splits(config: PipelineConfig, spec: datasets.DatasetSpec = datasets.MNIST) -> dict:
+    """The splits IdxExampleGen should write from ``config.input_base``: the last
+    ``validation_fraction`` of the training records (rounded) as ``valid``, the rest as ``train``."""
+    source = read_idx_dataset(config.input_base, spec)
+    images, labels = source.pop("train")
+    cut = len(labels) - round(len(labels) * config.validation_fraction)
+    return {"train": (images[:cut], labels[:cut]), "valid": (images[cut:], labels[cut:]), **source}
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> str:
     """The full, verified MNIST dataset (fetched on first use)."""

@@ -17,6 +17,7 @@ from tests.conftest import (
     DATA_ROOT,
     DATA_STAGES,
     FAST_BEAM_ARGS,
+    expected_splits,
     read_examples,
     read_idx_dataset,
     run_local,
@@ -31,9 +32,9 @@ def test_every_data_stage_succeeds(small_run):
     assert {node: states(small_run)[node] for node in DATA_STAGES} == dict.fromkeys(DATA_STAGES, "ran")
 
 
-@pytest.mark.parametrize("split", ["train", "eval"])
-def test_examples_match_the_idx_source_exactly_and_in_order(small_run, small_mnist, split):
-    source_images, source_labels = read_idx_dataset(small_mnist)[split]
+@pytest.mark.parametrize("split", ["train", "valid", "eval"])
+def test_examples_match_the_idx_source_exactly_and_in_order(small_run, split):
+    source_images, source_labels = expected_splits(small_run)[split]
     images, labels = read_examples(small_run, split)
     assert images.shape == (len(source_images), 784)  # the header's count, 784 pixels each
     np.testing.assert_array_equal(images, source_images.reshape(-1, 784))
@@ -42,13 +43,13 @@ def test_examples_match_the_idx_source_exactly_and_in_order(small_run, small_mni
 
 def test_examples_artifact_records_splits_and_format(small_run):
     [examples] = [a for a in store_of(small_run).get_artifacts_by_type("Examples") if "/IdxExampleGen/" in a.uri]
-    assert examples.properties["split_names"].string_value == '["train", "eval"]'
+    assert examples.properties["split_names"].string_value == '["train", "valid", "eval"]'
     assert examples.custom_properties["payload_format"].string_value == "FORMAT_TF_EXAMPLE"
 
 
 def test_validator_found_no_anomalies_on_real_mnist(small_run):
     [anomalies] = store_of(small_run).get_artifacts_by_type("ExampleAnomalies")
-    for split in ("train", "eval"):
+    for split in ("train", "valid", "eval"):
         with open(os.path.join(anomalies.uri, f"Split-{split}", "SchemaDiff.pb"), "rb") as f:
             assert not anomalies_pb2.Anomalies.FromString(f.read()).anomaly_info
 
@@ -129,10 +130,11 @@ def test_full_mnist_run(tmp_path, mnist_arrays):
     config = PipelineConfig(data_root=DATA_ROOT, output_dir=str(tmp_path), preset="smoke")
     run_local(config)
     assert set(states(config).values()) == {"ran"}
-    for split, count in (("train", 60_000), ("eval", 10_000)):
+    expected = expected_splits(config)
+    for split, count in (("train", 55_000), ("valid", 5_000), ("eval", 10_000)):
         images, labels = read_examples(config, split)
         assert len(labels) == count
-        source_images, source_labels = mnist_arrays[split]
+        source_images, source_labels = expected[split]
         np.testing.assert_array_equal(images, source_images.reshape(-1, 784))
         np.testing.assert_array_equal(labels[:, 0], source_labels)
 

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import beam
 from pipeline.config import PipelineConfig
-from tests.conftest import REPO, SMALL_RUN, read_examples, read_idx_dataset, states
+from tests.conftest import REPO, SMALL_RUN, expected_splits, read_examples, states
 
 DATA_STAGES = ("IdxExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Transform")
 
@@ -119,8 +119,8 @@ def test_the_data_stages_run_on_the_portable_runner(portable_run, portable_beam)
 
 def test_the_portable_runner_wrote_every_example(portable_run, small_mnist):
     _, config = portable_run
-    expected = read_idx_dataset(small_mnist)
-    for split in ("train", "eval"):
+    expected = expected_splits(config)
+    for split in ("train", "valid", "eval"):
         images, labels = read_examples(config, split)
         np.testing.assert_array_equal(images, expected[split][0].reshape(-1, 784))
         np.testing.assert_array_equal(labels[:, 0], expected[split][1])

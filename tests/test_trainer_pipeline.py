@@ -2,6 +2,7 @@
 signature with the documented shapes, applying Transform (raw 0-255 in, probabilities out)."""
 
 import glob
+import json
 import os
 
 import numpy as np
@@ -183,3 +184,21 @@ def test_tf_serving_session_refuses_oversized_generate(serving_model_dir):
         run_like_tf_serving(serving_model_dir, "generate", feeds)
     images = run_like_tf_serving(serving_model_dir, "generate", {"count": np.int32(10_000), "seed": np.int64(3)})
     assert images["images"].shape == (10_000, 784)
+
+
+def test_the_trainer_chooses_its_model_on_the_validation_split(small_run):
+    """Early stopping and the learning-rate schedule see the validation split carved from the
+    training images; the eval split (the test images) is left to the Evaluator."""
+    from tfx.proto import trainer_pb2
+    from tfx.utils import proto_utils
+
+    from tests.conftest import store_of
+
+    store = store_of(small_run)
+    [trainer] = [e for e in store.get_executions() if e.type == "tfx.components.trainer.component.Trainer"]
+    properties = {name: value.string_value for name, value in trainer.custom_properties.items()}
+    train_args = proto_utils.json_to_proto(properties["train_args"], trainer_pb2.TrainArgs())
+    eval_args = proto_utils.json_to_proto(properties["eval_args"], trainer_pb2.EvalArgs())
+    assert list(train_args.splits) == ["train"] and list(eval_args.splits) == ["valid"]
+    [evaluator] = [e for e in store.get_executions() if e.type.endswith("Evaluator")]
+    assert json.loads(evaluator.custom_properties["example_splits"].string_value) == ["eval"]
