@@ -92,16 +92,21 @@ def open_binary(path: str) -> BinaryIO:
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
+def _read(path: str, stream: BinaryIO, size: int, problem: str = "truncated or corrupt compressed data") -> bytes:
+    """``stream.read(size)``, with a damaged file's error (see _READ_ERRORS) as an IdxError naming it."""
+    try:
+        return stream.read(size)
+    except _READ_ERRORS as err:
+        raise IdxError(path, f"{problem}: {err}") from None
+
+
 def read_header(path: str, stream: BinaryIO, expected_magic: int) -> IdxHeader:
     """Reads and checks the header at the start of ``stream``.
 
     ``expected_magic`` is the uint8 magic (2051 images, 2049 labels); its low byte, the number of
     dimensions, must match, and its type byte may be any integer type.
     """
-    try:
-        head = stream.read(4)
-    except _READ_ERRORS as err:
-        raise IdxError(path, f"cannot be read as {'gzip' if path.endswith('.gz') else 'IDX'}: {err}") from None
+    head = _read(path, stream, 4, f"cannot be read as {'gzip' if path.endswith('.gz') else 'IDX'}")
     if len(head) < 4:
         raise IdxError(path, f"truncated: {len(head)} bytes, shorter than an IDX header")
     magic = struct.unpack(">I", head)[0]
@@ -111,7 +116,7 @@ def read_header(path: str, stream: BinaryIO, expected_magic: int) -> IdxHeader:
     if head[2] not in _TYPE_CODES:
         raise IdxError(path, f"IDX data type 0x{head[2]:02x} is not an integer type (0x08, 0x09, 0x0b, 0x0c)")
     ndim = head[3]
-    dims = stream.read(4 * ndim)
+    dims = _read(path, stream, 4 * ndim)
     if len(dims) < 4 * ndim:
         raise IdxError(path, "truncated inside the header's dimensions")
     return IdxHeader(head[2], struct.unpack(f">{ndim}I", dims))
@@ -128,16 +133,13 @@ def inspect(path: str, expected_magic: int) -> tuple[IdxHeader, str]:
         header = read_header(path, stream, expected_magic)
         digest.update(header.to_bytes())
         remaining = header.payload_size
-        try:
-            while remaining > 0:
-                chunk = stream.read(min(_CHUNK, remaining))
-                if not chunk:
-                    break
-                digest.update(chunk)
-                remaining -= len(chunk)
-            trailing = stream.read(1)
-        except _READ_ERRORS as err:
-            raise IdxError(path, f"truncated or corrupt compressed data: {err}") from None
+        while remaining > 0:
+            chunk = _read(path, stream, min(_CHUNK, remaining))
+            if not chunk:
+                break
+            digest.update(chunk)
+            remaining -= len(chunk)
+        trailing = _read(path, stream, 1)
     if remaining > 0:
         got = header.payload_size - remaining
         raise IdxError(
@@ -189,16 +191,13 @@ def read_records(path: str, expected_magic: int, start: int = 0, stop: int | Non
         stop = header.count if stop is None else min(stop, header.count)
         size = header.record_size
         skip = start * size
-        try:
-            while skip > 0:
-                skipped = len(stream.read(min(_CHUNK, skip)))
-                if skipped == 0:
-                    raise IdxError(path, f"truncated before record {start}")
-                skip -= skipped
-            want = (stop - start) * size
-            data = stream.read(want)
-        except _READ_ERRORS as err:
-            raise IdxError(path, f"truncated or corrupt compressed data: {err}") from None
+        while skip > 0:
+            skipped = len(_read(path, stream, min(_CHUNK, skip)))
+            if skipped == 0:
+                raise IdxError(path, f"truncated before record {start}")
+            skip -= skipped
+        want = (stop - start) * size
+        data = _read(path, stream, want)
     if len(data) != want:
         raise IdxError(path, f"truncated: records {start}..{stop} need {want} bytes, got {len(data)}")
     return np.frombuffer(data, dtype=header.dtype).reshape((stop - start, *header.shape[1:]))
