@@ -1,30 +1,145 @@
-"""Evaluator: TFX's, judging the candidate against the served model, or alone when none is.
+"""Evaluator: TFX's, with the eval config settled against what this run actually has.
 
-The baseline comes from ServedModel, which always publishes an artifact; when it is the empty
-marker (nothing served yet) this executor drops it, so TFX evaluates the candidate alone and
-ignores the no-regression thresholds (TFX's ``rubber_stamp``), judging a first model on the
-absolute bounds. Everything else is TFX's Evaluator unchanged.
+Three things can only be known when the Evaluator runs, and TFX's executor gets each wrong:
+
+- Nothing served yet: ServedModel always publishes an artifact, and an empty one marks "nothing
+  served". It is dropped here, so TFX judges the candidate alone on the absolute bounds and
+  ignores the no-regression thresholds (TFX's ``rubber_stamp``).
+- Digits with few eval images: TFMA's ``min_slice_size`` blanks a small slice's metrics, and its
+  validator then fails every threshold on that slice as "Metric not found"
+  (tensorflow_model_analysis/evaluators/metrics_validator.py); a digit absent from the split is a
+  "missing slice", also a failure. So the eval split's labels are counted here, and the bounds of
+  a digit with fewer images than ``min_slice_size`` are dropped (its metrics are still reported).
+- A served model exported before a score existed: TFMA computes every metric for the baseline too,
+  and a score the baseline does not output would fail its comparison. Such scores are computed for
+  the candidate alone and bounded, not compared.
+
+What was settled is recorded on the blessing (``ungated_digits``, ``not_compared``) for the run
+summary. Everything else is TFX's Evaluator unchanged.
 """
 
-import logging
+from __future__ import annotations
 
+import json
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.components.evaluator import executor as tfx_evaluator
 from tfx.dsl.components.base import executor_spec
-from tfx.types import standard_component_specs
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import json_utils, path_utils, proto_utils
 
 from components.served_model import is_nothing_served
+from model.features import LABEL_KEY
+from schema import NUM_CLASSES
 
 _BASELINE = standard_component_specs.BASELINE_MODEL_KEY
+_EVAL_CONFIG = standard_component_specs.EVAL_CONFIG_KEY
+UNGATED_DIGITS_KEY = "ungated_digits"  # JSON {digit: eval images} of digits judged without bounds
+NOT_COMPARED_KEY = "not_compared"  # comma-separated scores the served model does not output
+
+
+def label_counts(examples: tfx.types.Artifact, splits: list[str]) -> np.ndarray:
+    """How many examples of each label the splits hold."""
+    files = []
+    for split in splits:
+        files += sorted(tf.io.gfile.glob(os.path.join(artifact_utils.get_split_uri([examples], split), "*")))
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz") else "")
+    spec = {LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    counts = np.zeros(NUM_CLASSES, np.int64)
+    for batch in dataset.batch(4096).map(lambda records: tf.io.parse_example(records, spec)[LABEL_KEY]):
+        counts += np.bincount(batch.numpy(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+    return counts
+
+
+def signature_outputs(model_dir: str, signature: str) -> set[str] | None:
+    """The output names of a SavedModel's signature (None if it has none), read from
+    saved_model.pb without loading the model."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(os.path.join(model_dir, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        if signature in meta_graph.signature_def:
+            return set(meta_graph.signature_def[signature].outputs)
+    return None
+
+
+def _digit(spec: tfma.SlicingSpec) -> int | None:
+    value = spec.feature_values.get(LABEL_KEY)
+    return int(value) if value is not None and not spec.feature_keys else None
+
+
+def drop_small_digit_bounds(config: tfma.EvalConfig, counts: np.ndarray) -> dict[int, int]:
+    """Removes the bounds of digits with fewer eval images than ``min_slice_size`` and clears it
+    (see the module docstring). Returns {digit: images} of the digits left without bounds."""
+    minimum = config.options.min_slice_size.value
+    config.options.ClearField("min_slice_size")
+    small = {digit: int(count) for digit, count in enumerate(counts) if count < minimum}
+    for metrics_spec in config.metrics_specs:
+        for per_slice in metrics_spec.per_slice_thresholds.values():
+            kept = [t for t in per_slice.thresholds if _digit(t.slicing_specs[0]) not in small]
+            del per_slice.thresholds[:]
+            per_slice.thresholds.extend(kept)
+    return small
+
+
+def candidate_only(config: tfma.EvalConfig, scores: set[str]) -> None:
+    """Computes these scores' metrics for the candidate alone, bounded but not compared."""
+    moved = tfma.MetricsSpec(model_names=[tfma.CANDIDATE_KEY])
+    for metrics_spec in config.metrics_specs:
+        keep = [m for m in metrics_spec.metrics if json.loads(m.config or "{}").get("score") not in scores]
+        moved.metrics.extend(m for m in metrics_spec.metrics if m not in keep)
+        del metrics_spec.metrics[:]
+        metrics_spec.metrics.extend(keep)
+        for score in scores & set(metrics_spec.per_slice_thresholds):
+            thresholds = moved.per_slice_thresholds[score]
+            thresholds.CopyFrom(metrics_spec.per_slice_thresholds[score])
+            del metrics_spec.per_slice_thresholds[score]
+            for per_slice in thresholds.thresholds:
+                per_slice.threshold.ClearField("change_threshold")
+    config.metrics_specs.append(moved)
 
 
 class Executor(tfx_evaluator.Executor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
+        config = tfma.EvalConfig()
+        proto_utils.json_to_proto(exec_properties[_EVAL_CONFIG], config)
+        splits = json_utils.loads(exec_properties.get(standard_component_specs.EXAMPLE_SPLITS_KEY) or "null")
+        examples = input_dict[standard_component_specs.EXAMPLES_KEY][0]
+        small = drop_small_digit_bounds(config, label_counts(examples, splits or ["eval"]))
+        if small:
+            logging.info("Digits judged without bounds (fewer eval images than the minimum): %s", small)
+
+        not_compared: set[str] = set()
         baseline = input_dict.get(_BASELINE)
         if baseline and is_nothing_served(baseline[0]):
             logging.info("No model is served yet: the candidate is judged on the absolute bounds alone")
+            baseline = None
+        if baseline:
+            [spec] = config.model_specs
+            outputs = signature_outputs(path_utils.serving_model_path(baseline[0].uri), spec.signature_name)
+            scores = {json.loads(m.config or "{}").get("score") for s in config.metrics_specs for m in s.metrics}
+            not_compared = (scores - {None}) - (outputs or set())
+            if outputs is None:
+                logging.info("The served model has no %r signature: judged on the absolute bounds", spec.signature_name)
+                baseline = None
+            elif not_compared:
+                logging.info("The served model does not output %s: bounded, not compared", sorted(not_compared))
+                candidate_only(config, not_compared)
+        if not baseline:
             input_dict = {key: value for key, value in input_dict.items() if key != _BASELINE}
+
+        exec_properties = {**exec_properties, _EVAL_CONFIG: proto_utils.proto_to_json(config)}
         super().Do(input_dict, output_dict, exec_properties)
+        blessing = output_dict[standard_component_specs.BLESSING_KEY][0]
+        blessing.set_string_custom_property(UNGATED_DIGITS_KEY, json.dumps(small))
+        blessing.set_string_custom_property(NOT_COMPARED_KEY, ",".join(sorted(not_compared)) if baseline else "")
 
 
 class Evaluator(tfx.components.Evaluator):

@@ -22,17 +22,17 @@ class _Sum:
 
 
 class _MeanScoreCombiner(beam.CombineFn):
-    def __init__(self, key: metric_types.MetricKey, score: str, keyed_by_model: bool):
+    def __init__(self, key: metric_types.MetricKey, score: str):
         self._key = key
         self._score = score
-        self._keyed_by_model = keyed_by_model
 
     def create_accumulator(self) -> _Sum:
         return _Sum()
 
     def add_input(self, accumulator: _Sum, element: metric_types.StandardMetricInputs) -> _Sum:
         predictions = element.predictions
-        if self._keyed_by_model:
+        # With a baseline in the evaluation, predictions are keyed by model name.
+        if self._key.model_name and self._key.model_name in predictions:
             predictions = predictions[self._key.model_name]
         values = np.asarray(predictions[self._score], dtype=np.float64).reshape(-1)
         accumulator.total += float(values.sum())
@@ -63,7 +63,7 @@ def _mean_score(name: str, score: str, model_names: list[str] | None = None) -> 
                         include_filter={"predictions": {}}, include_default_inputs=False
                     )
                 ],
-                combiner=_MeanScoreCombiner(key, score, keyed_by_model=len(model_names) > 1),
+                combiner=_MeanScoreCombiner(key, score),
             )
         )
     return computations

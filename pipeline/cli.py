@@ -51,7 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         beam_args=tuple(args.beam_arg) if args.beam_arg else beam_args(args.beam_profile),
         preset=args.preset,
         vae_overrides=VaeConfig.parse_overrides(args.set),
-        max_neg_elbo=args.max_neg_elbo,
+        bounds=VaeConfig.parse_overrides(args.bound, flag="--bound"),
     )
     with output_dir_lock(config.output_dir):
         if not args.input_dir:
@@ -135,7 +135,7 @@ def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
         serving_root=args.serving_root,
         preset=args.preset,
         vae_overrides=VaeConfig.parse_overrides(args.set),
-        max_neg_elbo=args.max_neg_elbo,
+        bounds=VaeConfig.parse_overrides(args.bound, flag="--bound"),
         beam_args=beam_args(args.beam_profile, **options),
     )
     cluster = ClusterConfig(
@@ -150,7 +150,13 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", action="append", metavar="FIELD=VALUE", help="override a VaeConfig field, repeatable: --set epochs=3"
     )
-    parser.add_argument("--max-neg-elbo", type=float, help="blessing bound in nats (default: the preset's)")
+    parser.add_argument(
+        "--bound",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="override a blessing bound (model/bounds.py), repeatable: --bound neg_elbo=160, "
+        "--bound pixel_mse_per_digit=0.05 (every digit) or =[...] (one per digit)",
+    )
 
 
 def _positive_int(text: str) -> int:

@@ -13,7 +13,8 @@ import os
 import re
 
 from components import datasets
-from model.config import MAX_NEG_ELBO, VaeConfig, check_types, preset
+from model.bounds import Bounds, preset_bounds
+from model.config import VaeConfig, check_types, preset
 from pipeline.beam import beam_args
 from schema import SCHEMA_FILE
 
@@ -49,10 +50,15 @@ class PipelineConfig:
     # The model: a preset from model/config.py, with any of its fields overridden.
     preset: str = "tutorial"
     vae_overrides: dict = dataclasses.field(default_factory=dict)
-    # Blessing: the eval split's mean negative ELBO (nats) must stay under max_neg_elbo (default:
-    # the preset's bound) and may exceed the served model's by at most the tolerance.
-    max_neg_elbo: float | None = None
+    # Blessing: the preset's bounds (model/bounds.py) with any of them overridden, e.g.
+    # {"neg_elbo": 160, "reconstruction_error_per_digit": [...10 values]}...
+    bounds: dict = dataclasses.field(default_factory=dict)
+    # ...each digit's bounds apply when the eval split holds at least this many of its images...
+    min_eval_images_per_digit: int = 30
+    # ...and no regression against the served model: the overall -ELBO and reconstruction error
+    # may grow by this many nats, the pixel MSE and every digit's figures by this fraction.
     regression_tolerance_nats: float = 1.0
+    regression_tolerance_fraction: float = 0.05
     # Pushed models: <serving_root>/<model_name>/<version>/, the layout TF Serving reads.
     model_name: str = "vae-mnist"
     serving_root: str | None = None  # default: <output_dir>/serving
@@ -88,18 +94,19 @@ class PipelineConfig:
                     f"PipelineConfig.{name} must be one plain directory name (letters, digits, '.', '_', '-'), "
                     f"got {getattr(self, name)!r}"
                 )
-        if self.max_neg_elbo is not None and self.max_neg_elbo <= 0:
-            raise ValueError(f"PipelineConfig.max_neg_elbo must be positive (nats), got {self.max_neg_elbo}")
-        if self.regression_tolerance_nats < 0:
+        for name in ("regression_tolerance_nats", "regression_tolerance_fraction"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"PipelineConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_eval_images_per_digit < 1:
             raise ValueError(
-                f"PipelineConfig.regression_tolerance_nats must be >= 0, got {self.regression_tolerance_nats}"
+                f"PipelineConfig.min_eval_images_per_digit must be positive, got {self.min_eval_images_per_digit}"
             )
         if not 0 < self.validation_fraction < 0.5:
             raise ValueError(f"PipelineConfig.validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
         if self.records_per_shard < 1:
             raise ValueError(f"PipelineConfig.records_per_shard must be positive, got {self.records_per_shard}")
         datasets.get(self.dataset)  # fail early on unknown names and fields
-        _ = self.vae
+        _ = self.vae, self.evaluation_bounds
         self.data_root = _absolute(self.data_root)
         self.output_dir = _absolute(self.output_dir)
         if self.input_dir:
@@ -114,8 +121,8 @@ class PipelineConfig:
         return preset(self.preset).replace(**self.vae_overrides)
 
     @property
-    def neg_elbo_bound(self) -> float:
-        return self.max_neg_elbo if self.max_neg_elbo is not None else MAX_NEG_ELBO[self.preset]
+    def evaluation_bounds(self) -> Bounds:
+        return preset_bounds(self.preset).replace(**self.bounds)
 
     @property
     def serving_model_dir(self) -> str:

@@ -52,6 +52,8 @@ def _slice_metrics(evaluation_uri: str, model_name: str | None) -> dict:
 def evaluation_lines(evaluator: ComponentRun, served_version: int | None = None) -> list[str]:
     import tensorflow_model_analysis as tfma
 
+    from components.evaluator import NOT_COMPARED_KEY, UNGATED_DIGITS_KEY
+
     evaluation, blessing = evaluator.output("evaluation"), evaluator.output("blessing")
     if not evaluation or not blessing:
         return []
@@ -71,38 +73,73 @@ def evaluation_lines(evaluator: ComponentRun, served_version: int | None = None)
         worst = ", ".join(f"{digit} ({value:.1f})" for value, digit in by_digit[:_DIGIT_LINES])
         best = ", ".join(f"{digit} ({value:.1f})" for value, digit in by_digit[-_DIGIT_LINES:][::-1])
         lines.append(f"  hardest digits: {worst}; easiest: {best}")
-    if has_baseline:
-        baseline = _slice_metrics(evaluation.uri, "baseline").get("", {})
-        if "neg_elbo" in baseline:
-            diff = overall["neg_elbo"] - baseline["neg_elbo"]
-            served = f"the served model (version {served_version})" if served_version else "the served model"
-            lines.append(f"  against {served}: {baseline['neg_elbo']:.1f} nats, change {diff:+.2f}")
-    else:
-        lines.append("  no model is served yet: judged on the absolute bound alone")
+    baseline = _slice_metrics(evaluation.uri, "baseline") if has_baseline else {}
+    if "neg_elbo" in baseline.get("", {}):
+        diff = overall["neg_elbo"] - baseline[""]["neg_elbo"]
+        served = f"the served model (version {served_version})" if served_version else "the served model"
+        lines.append(f"  against {served}: {baseline['']['neg_elbo']:.1f} nats, change {diff:+.2f}")
+    elif not has_baseline:
+        lines.append("  no model is served yet: judged on the absolute bounds alone")
+    not_compared = _custom(blessing, NOT_COMPARED_KEY)
+    if not_compared:
+        lines.append(f"  the served model does not output {not_compared}: bounded, not compared")
+    ungated = json.loads(_custom(blessing, UNGATED_DIGITS_KEY) or "{}")
+    if ungated:
+        few = ", ".join(f"{digit} ({count})" for digit, count in ungated.items())
+        lines.append(f"  too few eval images for per-digit bounds: digits {few}")
 
     if _custom(blessing, "blessed") == 1:
         lines.append("BLESSED")
         return lines
     validation = tfma.load_validation_result(evaluation.uri)
     reasons = []
-    for per_slice in validation.metric_validations_per_slice:
+    by_slice = sorted((_slice_name(s.slice_key), s) for s in validation.metric_validations_per_slice)  # overall first
+    for slice_name, per_slice in by_slice:
         for failure in per_slice.failures:
-            reasons.append(_reason(failure))
-    lines.append("NOT BLESSED: " + ("; ".join(dict.fromkeys(reasons)) or "see " + evaluation.uri))
+            reasons.append(_reason(failure, slice_name, baseline.get(slice_name, {})))
+    reasons += [f"digit {_slice_name(spec)}: no eval images" for spec in validation.missing_slices]
+    reasons = list(dict.fromkeys(reasons))
+    if not reasons:
+        return [*lines, f"NOT BLESSED: see {evaluation.uri}"]
+    failed = f"{len(reasons)} threshold{'s' if len(reasons) > 1 else ''} failed"
+    return [*lines, f"NOT BLESSED: {failed}", *(f"  {reason}" for reason in reasons)]
     return lines
 
 
-def _reason(failure) -> str:
+def _slice_name(slice_key_or_spec) -> str:
+    """'' for the whole split, '<digit>' for a label slice (a SliceKey or a SlicingSpec proto)."""
+    if hasattr(slice_key_or_spec, "single_slice_keys"):
+        return "".join(str(getattr(key, key.WhichOneof("kind"))) for key in slice_key_or_spec.single_slice_keys)
+    return "".join(slice_key_or_spec.feature_values.values())
+
+
+def _value(score: str, value: float) -> str:
+    return f"{value:.4f}" if score == "pixel_mse" else f"{value:.1f}"
+
+
+def _reason(failure, slice_name: str = "", baseline: dict | None = None) -> str:
+    """One failed threshold in words, e.g. 'digit 1: reconstruction_error 166.2 is above the bound 155.5'."""
     key, threshold = failure.metric_key, failure.metric_threshold
     value = failure.metric_value.double_value.value
+    where = f"digit {slice_name}: " if slice_name else ""
+    label = _LABELS.get(key.name, key.name)
+    if failure.message:  # e.g. TFMA's "Metric not found."
+        return f"{where}{label}: {failure.message.strip()}"
     if math.isnan(value):
-        return f"{_LABELS.get(key.name, key.name)} is NaN{' against the served model' if key.is_diff else ''}"
+        return f"{where}{label} is NaN{' against the served model' if key.is_diff else ''}"
     if key.is_diff:
-        tolerance = threshold.change_threshold.absolute.value
-        return f"{key.name} is {value:+.2f} nats against the served model (allowed: up to {tolerance:+.2f})"
+        change = threshold.change_threshold
+        if change.HasField("relative") and (baseline or {}).get(key.name):
+            return (
+                f"{where}{key.name} is {value / baseline[key.name]:+.1%} against the served model "
+                f"(allowed: up to {change.relative.value:+.0%})"
+            )
+        allowed = change.absolute.value
+        return f"{where}{key.name} is {value:+.2f} nats against the served model (allowed: up to {allowed:+.2f})"
     if threshold.value_threshold.HasField("upper_bound"):
-        return f"{key.name} {value:.1f} is above the bound {threshold.value_threshold.upper_bound.value:.1f}"
-    return f"{key.name}: {failure.message or 'threshold not met'}"
+        bound = threshold.value_threshold.upper_bound.value
+        return f"{where}{key.name} {_value(key.name, value)} is above the bound {_value(key.name, bound)}"
+    return f"{where}{key.name}: threshold not met"
 
 
 def push_lines(pusher: ComponentRun, serving_model_dir: str) -> list[str]:

@@ -70,7 +70,12 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=served_model.outputs["model"],
-        eval_config=eval_config(config.neg_elbo_bound, config.regression_tolerance_nats),
+        eval_config=eval_config(
+            config.evaluation_bounds,
+            config.regression_tolerance_nats,
+            config.regression_tolerance_fraction,
+            config.min_eval_images_per_digit,
+        ),
         example_splits=["eval"],
     )
     pusher = Pusher(

@@ -147,8 +147,18 @@ def test_a_single_number_is_a_one_layer_tuple():
     ("argv", "message"),
     [
         (["--set", "epochs=abc"], "VaeConfig.epochs must be an integer, got 'abc'"),
-        (["--max-neg-elbo", "-3"], "PipelineConfig.max_neg_elbo must be positive (nats), got -3.0"),
-        (["--max-neg-elbo", "nan"], "PipelineConfig.max_neg_elbo must be a number, got nan"),
+        (["--bound", "neg_elbo=-3"], "Bounds.neg_elbo must be positive, got -3.0"),
+        (["--bound", "neg_elbo=NaN"], "Bounds.neg_elbo must be a number, got nan"),
+        (
+            ["--bound", "pixel_mse_per_digit=[0.1,0.2]"],
+            "Bounds.pixel_mse_per_digit takes one bound per digit (10) or one for all, got 2",
+        ),
+        (
+            ["--bound", "kl=3"],
+            "unknown bounds: kl; known: neg_elbo, reconstruction_error, pixel_mse, "
+            "reconstruction_error_per_digit, pixel_mse_per_digit",
+        ),
+        (["--bound", "neg_elbo"], "--bound takes FIELD=VALUE, e.g. neg_elbo=160, got 'neg_elbo'"),
     ],
 )
 def test_the_cli_refuses_bad_settings_before_any_work(tmp_path, capsys, argv, message):

@@ -47,7 +47,9 @@ def push_attempts(tmp_path_factory, small_mnist, small_run):
         "input_dir": small_mnist,
         "output_dir": str(tmp_path_factory.mktemp("push_failures")),
         "beam_args": FAST_BEAM_ARGS,
-        "regression_tolerance_nats": 100.0,  # judged on the bound: this test is about the push
+        # Judged on the bounds: this test is about the push.
+        "regression_tolerance_nats": 100.0,
+        "regression_tolerance_fraction": 10.0,
     }
     config = PipelineConfig(**settings)
     served = os.path.join(small_run.serving_model_dir, str(serving_layout.served_version(small_run.serving_model_dir)))

@@ -19,12 +19,14 @@ from pipeline.run_report import latest_run
 from tests.conftest import (
     DATA_STAGES,
     FAST_BEAM_ARGS,
+    LOOSE_BOUNDS,
     REPO,
     SMALL_RUN,
     read_idx_dataset,
     run_local,
     served_files,
     states,
+    write_idx_dataset,
 )
 
 VENV_BIN = os.path.dirname(sys.executable)
@@ -93,8 +95,44 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def release_runs(tmp_path_factory, small_mnist) -> dict[str, Outcome]:
-    """Four runs in one output directory: good, the same again, a regression, an impossible bound."""
+def without_ones(tmp_path_factory, mnist_arrays) -> str:
+    """The tests' sample with no 1 among the training images. The eval images keep their 1s, but
+    hold no 7 and only five 4s: too few to judge those digits on."""
+    images, labels = mnist_arrays["train"][0][:2000], mnist_arrays["train"][1][:2000]
+    eval_images, eval_labels = mnist_arrays["eval"][0][:500], mnist_arrays["eval"][1][:500]
+    fours_seen = np.cumsum(eval_labels == 4)
+    keep = (eval_labels != 7) & ((eval_labels != 4) | (fours_seen <= 5))
+    return write_idx_dataset(
+        str(tmp_path_factory.mktemp("without_ones")),
+        {"train": (images[labels != 1], labels[labels != 1]), "eval": (eval_images[keep], eval_labels[keep])},
+    )
+
+
+def export_without(model_dir: str, output: str, target_dir: str) -> None:
+    """The model re-exported with a ``score_tf_example`` that lacks one output: what a model
+    exported before that output existed looks like to the Evaluator."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(model_dir)
+    score = loaded.signatures["score_tf_example"]
+
+    class Older(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = loaded
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def score_tf_examples(self, examples):
+            return {name: value for name, value in score(examples=examples).items() if name != output}
+
+    older = Older()
+    tf.saved_model.save(older, target_dir, signatures={"score_tf_example": older.score_tf_examples})
+
+
+@pytest.fixture(scope="module")
+def release_runs(tmp_path_factory, small_mnist, without_ones) -> dict[str, Outcome]:
+    """Runs in one output directory: good, the same again, a regression, an impossible bound,
+    against a served model without pixel_mse, and a model that never saw a 1."""
     output_dir = str(tmp_path_factory.mktemp("release"))
 
     def run(**changes) -> Outcome:
@@ -107,14 +145,21 @@ def release_runs(tmp_path_factory, small_mnist) -> dict[str, Outcome]:
             served_files(config.serving_model_dir),
         )
 
-    return {
+    runs = {
         "good": run(),
         "again": run(),
-        # One epoch instead of three: clearly worse, yet inside a loose absolute bound.
-        "worse": run(vae_overrides={"epochs": 1}, max_neg_elbo=400.0),
+        # One epoch instead of three: clearly worse, yet inside loose absolute bounds.
+        "worse": run(vae_overrides={"epochs": 1}, bounds=LOOSE_BOUNDS),
         # The good model against a bound no VAE meets on MNIST.
-        "strict": run(max_neg_elbo=50.0),
+        "strict": run(bounds={"neg_elbo": 50.0}),
     }
+    serving_model_dir = PipelineConfig(output_dir=output_dir).serving_model_dir
+    served = serving_layout.served_version(serving_model_dir)
+    version_dir = os.path.join(serving_model_dir, "{}")
+    export_without(version_dir.format(served), "pixel_mse", version_dir.format(served + 1))
+    runs["older_served"] = run()
+    runs["without_ones"] = run(input_dir=without_ones)
+    return runs
 
 
 def test_second_identical_run_is_cached_and_pushes_nothing(release_runs):
@@ -130,19 +175,58 @@ def test_second_identical_run_is_cached_and_pushes_nothing(release_runs):
     assert again.served == release_runs["good"].served  # nothing new pushed
 
 
+def not_blessed_reasons(lines: list[str]) -> list[str]:
+    """The failed thresholds the summary lists under its NOT BLESSED line."""
+    [start] = [i for i, line in enumerate(lines) if line.startswith("NOT BLESSED: ")]
+    assert lines[start].endswith(" failed")
+    return [line.removeprefix("  ") for line in lines[start + 1 :] if line.startswith("  ")]
+
+
 def test_regression_against_the_served_model_is_not_blessed(release_runs):
     worse = release_runs["worse"]
     assert worse.states["Trainer"] == "ran"
+    reasons = not_blessed_reasons(worse.lines)
     regression = "against the served model (allowed: up to +1.00)"
-    assert any(line.startswith("NOT BLESSED: neg_elbo is +") and regression in line for line in worse.lines)
+    assert any(r.startswith("neg_elbo is +") and r.endswith(regression) for r in reasons), reasons
+    assert not any("above the bound" in r for r in reasons)  # the loose bounds hold: the regression decides
     assert any(line.startswith("Not pushed: TF Serving keeps serving version") for line in worse.lines)
     assert worse.served == release_runs["good"].served  # the served version is untouched, byte for byte
 
 
 def test_absolute_bound_can_fail(release_runs):
     strict = release_runs["strict"]
-    assert any(line.startswith("NOT BLESSED: neg_elbo") and "is above the bound 50.0" in line for line in strict.lines)
+    reasons = not_blessed_reasons(strict.lines)
+    [above] = [r for r in reasons if "above the bound" in r]
+    assert above.startswith("neg_elbo ") and above.endswith(" is above the bound 50.0")
     assert strict.served == release_runs["good"].served
+
+
+def test_a_served_model_without_a_newer_output_is_compared_on_the_others(release_runs):
+    """The first run after a new score appears, against a model exported before it: no crash;
+    the new score is bounded but not compared, the others are compared as before."""
+    older = release_runs["older_served"]
+    assert older.states["Evaluator"] == "ran"
+    assert "  the served model does not output pixel_mse: bounded, not compared" in older.lines
+    assert any(line.startswith("  against the served model (version ") for line in older.lines)
+    assert "BLESSED" in older.lines  # the same weights as the served model: no regression
+
+
+def test_a_model_that_never_saw_a_digit_is_refused_for_that_digit(release_runs):
+    """The overall figures of a model trained without 1s stay within their bounds; the 1s' do not."""
+    reasons = not_blessed_reasons(release_runs["without_ones"].lines)
+    above = [r for r in reasons if "above the bound" in r]
+    assert any(r.startswith("digit 1: reconstruction_error ") for r in above), reasons
+    assert all(r.startswith("digit 1: ") for r in above), above
+    assert release_runs["without_ones"].served == release_runs["older_served"].served
+
+
+def test_digits_with_too_few_eval_images_are_reported_not_judged(release_runs):
+    """TFMA alone would fail every threshold on a slice below its minimum size, and on a digit
+    absent from the split; here those digits' bounds are dropped and the summary says so."""
+    lines = release_runs["without_ones"].lines
+    assert "  too few eval images for per-digit bounds: digits 4 (5), 7 (0)" in lines
+    reasons = not_blessed_reasons(lines)
+    assert not [r for r in reasons if r.startswith(("digit 4", "digit 7")) or "not found" in r], reasons
 
 
 def _trainer_running(metadata_path: str) -> bool:
