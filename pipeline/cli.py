@@ -2,6 +2,7 @@
 
 Commands:
 - vae-mnist data fetch [--dataset mnist] [--source auto] [--path DIR]
+- vae-mnist data spans --spans N --output DIR [--drift SPAN:KIND[=VALUE]]
 - vae-mnist run [--preset tutorial] [--set FIELD=VALUE] [--input-dir DIR] [--output-dir outputs] [--no-cache]
 - vae-mnist predict [--server URL | --grpc HOST:PORT | --model-dir DIR] [--signature NAME] [--count N]
 - vae-mnist kubeflow compile --image IMAGE --pipeline-root gs://... --input-dir gs://... --serving-root gs://...
@@ -38,6 +39,22 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     fetch.fetch(datasets.get(args.dataset), args.data_root, source=args.source, path=args.path)
+    return 0
+
+
+def _cmd_spans(args: argparse.Namespace) -> int:
+    from components import spans
+
+    drifts = [spans.Drift.parse(text) for text in args.drift or []]  # bad flags fail before any fetch
+    spec = datasets.get(args.dataset)
+    source = fetch.fetch(spec, args.data_root, source=args.source, path=args.path)
+    fashion = None
+    if any(drift.kind == "fashion" for drift in drifts):
+        fashion = fetch.fetch(datasets.FASHION_MNIST, args.data_root)
+    written = spans.write_spans(source, args.output, args.spans, drifts, spec=spec, fashion_dir=fashion)
+    for span, directory in written.items():
+        drifted = ", ".join(d.kind + (f"={d.value:g}" if d.value is not None else "") for d in drifts if d.span == span)
+        print(f"span {span}: {directory}" + (f" (drift: {drifted})" if drifted else ""))
     return 0
 
 
@@ -177,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_parser = data.add_parser("fetch", help="put a dataset's verified IDX files under --data-root")
     _add_data_args(fetch_parser)
     fetch_parser.set_defaults(func=_cmd_fetch)
+    spans_parser = data.add_parser("spans", help="cut a dataset into numbered spans (<output>/span-N/), some drifted")
+    _add_data_args(spans_parser)
+    spans_parser.add_argument("--spans", type=_positive_int, required=True, help="how many spans")
+    spans_parser.add_argument("--output", required=True, help="the spanned directory to write (must hold no spans)")
+    spans_parser.add_argument(
+        "--drift",
+        action="append",
+        metavar="SPAN:KIND[=VALUE]",
+        help="drift a span, repeatable: 3:fashion=0.5, 3:invert, 3:rotate=90, 3:without=4 (components/spans.py)",
+    )
+    spans_parser.set_defaults(func=_cmd_spans)
 
     run = commands.add_parser("run", help="run the pipeline locally (LocalDagRunner, ML Metadata in SQLite)")
     _add_data_args(run)

@@ -1,0 +1,88 @@
+"""`vae-mnist data spans`: a dataset cut into span-N directories, some of them drifted."""
+
+import os
+
+import numpy as np
+import pytest
+
+from components import datasets, spans
+from pipeline import cli
+from tests.conftest import read_idx_dataset, write_idx_dataset
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, mnist_arrays) -> str:
+    """3,000 training and 600 test images of real MNIST."""
+    (x_train, y_train), (x_test, y_test) = mnist_arrays["train"], mnist_arrays["eval"]
+    arrays = {"train": (x_train[:3000], y_train[:3000]), "eval": (x_test[:600], y_test[:600])}
+    return write_idx_dataset(str(tmp_path_factory.mktemp("source")), arrays)
+
+
+def test_spans_cut_every_split_in_source_order(tmp_path, source):
+    written = spans.write_spans(source, str(tmp_path), 3)
+    assert written == spans.find_spans(str(tmp_path)) == {n: str(tmp_path / f"span-{n}") for n in (1, 2, 3)}
+    original = read_idx_dataset(source)
+    cut = [read_idx_dataset(directory) for directory in written.values()]
+    for split in ("train", "eval"):
+        for i in (0, 1):  # images, labels
+            np.testing.assert_array_equal(np.concatenate([span[split][i] for span in cut]), original[split][i])
+    assert [len(span["eval"][1]) for span in cut] == [200, 200, 200]  # every span keeps its own eval images
+
+
+def test_drifts_change_only_their_span(tmp_path, source):
+    drifts = [spans.Drift.parse(text) for text in ("2:invert", "3:rotate=90", "3:without=4")]
+    written = spans.write_spans(source, str(tmp_path), 3, drifts)
+    clean, inverted, turned = (read_idx_dataset(written[n]) for n in (1, 2, 3))
+    original = read_idx_dataset(source)
+    np.testing.assert_array_equal(clean["train"][0], original["train"][0][:1000])
+    np.testing.assert_array_equal(inverted["train"][0], 255 - original["train"][0][1000:2000])
+    for split, (images, labels) in original.items():
+        part = slice(2 * len(labels) // 3, len(labels))
+        keep = labels[part] != 4
+        np.testing.assert_array_equal(turned[split][1], labels[part][keep])
+        np.testing.assert_array_equal(turned[split][0], np.rot90(images[part][keep], axes=(1, 2)))
+
+
+@pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST.debian_dir), reason="dataset-fashion-mnist not installed")
+def test_a_fashion_drift_mixes_in_the_other_dataset(tmp_path, source):
+    fashion = datasets.FASHION_MNIST.debian_dir
+    written = spans.write_spans(source, str(tmp_path), 2, [spans.Drift.parse("2:fashion=0.5")], fashion_dir=fashion)
+    mixed, original = read_idx_dataset(written[2])["train"][0], read_idx_dataset(source)["train"][0][1500:]
+    changed = (mixed != original).any(axis=(1, 2)).mean()
+    assert 0.45 <= changed <= 0.5  # half replaced (a replacement may equal the original only by chance)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rotate=90", "--drift takes SPAN:KIND"),
+        ("3:blur", "--drift takes SPAN:KIND"),
+        ("3:rotate=45", "--drift rotate takes a multiple of 90 degrees"),
+        ("3:fashion=2", "--drift fashion takes a fraction in \\(0, 1\\]"),
+        ("3:without=12", "--drift without takes a digit 0-9"),
+        ("3:invert=1", "invert takes no value"),
+        ("0:invert", "--drift takes SPAN:KIND"),
+    ],
+)
+def test_bad_drifts_are_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        spans.Drift.parse(text)
+
+
+def test_the_cli_writes_spans_and_refuses_to_overwrite_them(tmp_path, capsys, mnist_dir):
+    output = tmp_path / "spans"
+    argv = ["data", "spans", "--data-root", os.path.dirname(mnist_dir), "--spans", "2", "--output", str(output)]
+    assert cli.main([*argv, "--drift", "3:invert"]) == 2
+    assert capsys.readouterr().err.strip() == "vae-mnist: error: --drift 3:invert: there are only 2 spans"
+    assert not output.exists()
+
+    assert cli.main([*argv, "--drift", "2:rotate=180"]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"span 1: {output}/span-1",
+        f"span 2: {output}/span-2 (drift: rotate=180)",
+    ]
+    assert [len(read_idx_dataset(str(output / f"span-{n}"))["train"][1]) for n in (1, 2)] == [30_000, 30_000]
+    before = sorted(os.listdir(output / "span-1"))
+    assert cli.main(argv) == 2
+    assert "already holds spans" in capsys.readouterr().err
+    assert sorted(os.listdir(output / "span-1")) == before
