@@ -13,11 +13,19 @@ Unlike TFX's stock writer, records are written in source order, without a reshuf
 files always yield byte-identical TFRecords and training is reproducible; the Trainer shuffles.
 The last ``validation_fraction`` of the training records is written as a third split, ``valid``:
 the Trainer chooses its model on it, so that the ``eval`` split (MNIST's test images) only judges.
+
+A spanned input directory (``span-<N>/``, components/spans.py) is read as TFX ExampleGens read
+spans: the newest span is the one ingested and recorded as the Examples' ``span``. The training
+and validation splits hold the newest ``span_window`` spans (each span's own last fraction
+validates), the eval split the newest span's eval images alone: a model is judged on the new data.
+The executor picks the spans itself: TFX resolves ``{SPAN}`` in a driver that LocalDagRunner runs
+and open-source Kubeflow does not, so what the driver chose is used only as the newest span.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -35,7 +43,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components import idx_format
+from components import idx_format, spans
 from components.datasets import DatasetSpec
 
 IMAGE_KEY = "image"
@@ -43,6 +51,8 @@ LABEL_KEY = "label"
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"  # the validation split is carved from the training files
 DEFAULT_RECORDS_PER_SHARD = 10_000
 _OUTPUT_FILE = "data_tfrecord"
+SPAN_PATTERN = "span-{SPAN}"  # the directory part of a spanned split pattern (TFX's {SPAN} spec)
+SPANS_KEY = "spans"  # custom property of the Examples: the spans read, e.g. "2,3"
 
 
 def _custom_options(exec_properties: dict[str, Any]) -> dict[str, Any]:
@@ -129,18 +139,12 @@ def to_example(image: np.ndarray, label: int) -> tf.train.Example:
     )
 
 
-class _ReadShard(beam.DoFn):
+def _read_shard(shard: tuple[str, str, int, int]) -> Iterator[bytes]:
     """Reads records [start, stop) of an images/labels pair and yields serialized tf.Examples."""
-
-    def __init__(self, images_path: str, labels_path: str):
-        self._images_path = images_path
-        self._labels_path = labels_path
-
-    def process(self, shard: tuple[int, int]) -> Iterator[bytes]:
-        start, stop = shard
-        images = idx_format.read_records(self._images_path, idx_format.IMAGES_MAGIC, start, stop)
-        labels = idx_format.read_records(self._labels_path, idx_format.LABELS_MAGIC, start, stop)
-        yield from serialize_examples(images, labels)
+    images_path, labels_path, start, stop = shard
+    images = idx_format.read_records(images_path, idx_format.IMAGES_MAGIC, start, stop)
+    labels = idx_format.read_records(labels_path, idx_format.LABELS_MAGIC, start, stop)
+    yield from serialize_examples(images, labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,22 +158,48 @@ class OutputSplit:
     stop: int
 
 
+def _input_config(exec_properties: dict[str, Any]) -> example_gen_pb2.Input:
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+    return input_config
+
+
+def spans_to_read(exec_properties: dict[str, Any]) -> list[int]:
+    """The spans this run reads, oldest first, the newest last; [] for an unspanned directory."""
+    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    if not any("/" in split.pattern for split in _input_config(exec_properties).splits):
+        return []
+    available = spans.find_spans(input_base)
+    if not available:
+        raise idx_format.IdxError(input_base, "holds no span-<N> directories")
+    # TFX's driver, where it runs, has picked the newest span already (exec property "span").
+    newest = int(exec_properties.get("span") or 0) or max(available)
+    window = int(_custom_options(exec_properties).get("span_window", 1))
+    return [span for span in available if newest - window < span <= newest]
+
+
 def output_splits(exec_properties: dict[str, Any]) -> list[OutputSplit]:
-    """Every split written: each input split whole, except that the last ``validation_fraction``
-    of the training split is written as the validation split (the same records on every run)."""
+    """Every part of every split written, in order: each input split whole, except that the last
+    ``validation_fraction`` of the training files is written as the validation split (the same
+    records on every run). From a spanned directory, the training and validation splits come from
+    every span read, the others from the newest alone."""
     options = _custom_options(exec_properties)
     image_shape = tuple(int(d) for d in options.get("image_shape", (28, 28)))
     fraction = float(options.get("validation_fraction", 0.0))
-    input_config = example_gen_pb2.Input()
-    proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    read = spans_to_read(exec_properties)
+    directories = [spans.span_dir(input_base, span) for span in read] or [input_base]
+    parts = []
+    for split in _input_config(exec_properties).splits:
+        for directory in directories if split.name == TRAIN_SPLIT else directories[-1:]:
+            parts.append((split.name, *resolve_split_files(directory, os.path.basename(split.pattern))))
     splits = []
-    for split in input_config.splits:
-        images, labels = resolve_split_files(exec_properties[standard_component_specs.INPUT_BASE_KEY], split.pattern)
+    for name, images, labels in parts:
         count = idx_format.check_pair(images, labels, image_shape).count
-        held_out = max(1, round(count * fraction)) if split.name == TRAIN_SPLIT and fraction > 0 else 0
+        held_out = max(1, round(count * fraction)) if name == TRAIN_SPLIT and fraction > 0 else 0
         if held_out >= count:
             raise idx_format.IdxError(images, f"holds {count} records: too few to set some aside for validation")
-        splits.append(OutputSplit(split.name, images, labels, 0, count - held_out))
+        splits.append(OutputSplit(name, images, labels, 0, count - held_out))
         if held_out:
             splits.append(OutputSplit(VALIDATION_SPLIT, images, labels, count - held_out, count))
     return splits
@@ -178,17 +208,15 @@ def output_splits(exec_properties: dict[str, Any]) -> list[OutputSplit]:
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
 @beam.typehints.with_output_types(bytes)
-def ReadIdxRecords(pipeline: beam.Pipeline, split: OutputSplit, records_per_shard: int):  # noqa: N802
-    """Beam source: one split's IDX records -> serialized tf.Examples, in source order per shard."""
+def ReadIdxRecords(pipeline: beam.Pipeline, parts: list[OutputSplit], records_per_shard: int):  # noqa: N802
+    """Beam source: one split's IDX records (from one or more parts, in order) -> serialized
+    tf.Examples, in source order per shard."""
     shards = [
-        (start, min(start + records_per_shard, split.stop))
-        for start in range(split.start, split.stop, records_per_shard)
+        (part.images, part.labels, start, min(start + records_per_shard, part.stop))
+        for part in parts
+        for start in range(part.start, part.stop, records_per_shard)
     ]
-    return (
-        pipeline
-        | "Shards" >> beam.Create(shards, reshuffle=False)
-        | "Read" >> beam.ParDo(_ReadShard(split.images, split.labels))
-    )
+    return pipeline | "Shards" >> beam.Create(shards, reshuffle=False) | "Read" >> beam.FlatMap(_read_shard)
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -203,16 +231,23 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         splits = output_splits(exec_properties)
-        examples.split_names = artifact_utils.encode_split_names([split.name for split in splits])
+        names = list(dict.fromkeys(split.name for split in splits))
+        examples.split_names = artifact_utils.encode_split_names(names)
+        read = spans_to_read(exec_properties)
+        if read:
+            examples.span = read[-1]
+            examples.set_string_custom_property(SPANS_KEY, ",".join(map(str, read)))
+            logging.info("Ingesting span %d (training on spans %s)", read[-1], read)
         per_shard = int(_custom_options(exec_properties).get("records_per_shard", DEFAULT_RECORDS_PER_SHARD))
         with self._make_beam_pipeline() as pipeline:
-            for split in splits:
+            for name in names:
+                parts = [split for split in splits if split.name == name]
                 _ = (
                     pipeline
-                    | f"Read[{split.name}]" >> ReadIdxRecords(split, per_shard)
-                    | f"Write[{split.name}]"
+                    | f"Read[{name}]" >> ReadIdxRecords(parts, per_shard)
+                    | f"Write[{name}]"
                     >> beam.io.WriteToTFRecord(
-                        os.path.join(artifact_utils.get_split_uri([examples], split.name), _OUTPUT_FILE),
+                        os.path.join(artifact_utils.get_split_uri([examples], name), _OUTPUT_FILE),
                         file_name_suffix=".gz",
                         num_shards=1,
                     )
@@ -232,13 +267,17 @@ class IdxExampleGen(FileBasedExampleGen):
         dataset: DatasetSpec,
         records_per_shard: int = DEFAULT_RECORDS_PER_SHARD,
         validation_fraction: float = 0.0,
+        spanned: bool = False,
+        span_window: int = 1,
     ):
+        """``spanned``: ``input_base`` holds span-<N>/ directories; the newest ``span_window`` are read."""
         options = struct_pb2.Struct()
         options.update(
             {
                 "image_shape": list(dataset.image_shape),
                 "records_per_shard": records_per_shard,
                 "validation_fraction": validation_fraction,
+                "span_window": span_window,
             }
         )
         custom_config = example_gen_pb2.CustomConfig()
@@ -247,7 +286,9 @@ class IdxExampleGen(FileBasedExampleGen):
             input_base=input_base,
             input_config=example_gen_pb2.Input(
                 splits=[
-                    example_gen_pb2.Input.Split(name=name, pattern=files.pattern)
+                    example_gen_pb2.Input.Split(
+                        name=name, pattern=f"{SPAN_PATTERN}/{files.pattern}" if spanned else files.pattern
+                    )
                     for name, files in dataset.splits.items()
                 ]
             ),

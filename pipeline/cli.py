@@ -69,6 +69,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         preset=args.preset,
         vae_overrides=VaeConfig.parse_overrides(args.set),
         bounds=VaeConfig.parse_overrides(args.bound, flag="--bound"),
+        span_window=args.span_window,
     )
     with output_dir_lock(config.output_dir):
         if not args.input_dir:
@@ -154,6 +155,8 @@ def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
         vae_overrides=VaeConfig.parse_overrides(args.set),
         bounds=VaeConfig.parse_overrides(args.bound, flag="--bound"),
         beam_args=beam_args(args.beam_profile, **options),
+        spans=args.spans or None,
+        span_window=args.span_window,
     )
     cluster = ClusterConfig(
         image=args.image, trainer_image=args.trainer_image, gpus=args.gpus, gpu_resource=args.gpu_type
@@ -166,6 +169,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tutorial", choices=list(PRESETS), help="model preset (model/config.py)")
     parser.add_argument(
         "--set", action="append", metavar="FIELD=VALUE", help="override a VaeConfig field, repeatable: --set epochs=3"
+    )
+    parser.add_argument(
+        "--span-window", type=_positive_int, default=1, help="from span-<N>/ input, train on the newest K spans"
     )
     parser.add_argument(
         "--bound",
@@ -248,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_.add_argument("--pipeline-root", required=True, help="gs://... for artifacts (what TensorFlow can write)")
     compile_.add_argument("--input-dir", required=True, help="where the cluster reads the IDX files (gs://...)")
+    compile_.add_argument("--spans", action="store_true", help="--input-dir holds span-<N>/ directories")
     compile_.add_argument("--serving-root", required=True, help="where Pusher writes <model_name>/<version>/")
     compile_.add_argument("--dataset", default="mnist", choices=sorted(datasets.DATASETS))
     compile_.add_argument("--beam-profile", default="direct", choices=BEAM_PROFILES, help="runner of the data stages")

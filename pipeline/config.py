@@ -47,6 +47,11 @@ class PipelineConfig:
     # The Trainer chooses its model (early stopping, learning-rate schedule) on the last twelfth of
     # the training images (MNIST: 5,000 of 60,000); the eval split (MNIST's test images) only judges.
     validation_fraction: float = 1 / 12
+    # An input directory of span-<N>/ directories (components/spans.py): each run ingests the
+    # newest span and trains on the newest span_window spans. spans=None looks at a local
+    # input directory when the pipeline is built; say True for spans in a bucket.
+    spans: bool | None = None
+    span_window: int = 1
     # The model: a preset from model/config.py, with any of its fields overridden.
     preset: str = "tutorial"
     vae_overrides: dict = dataclasses.field(default_factory=dict)
@@ -103,6 +108,8 @@ class PipelineConfig:
             )
         if not 0 < self.validation_fraction < 0.5:
             raise ValueError(f"PipelineConfig.validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
+        if self.span_window < 1:
+            raise ValueError(f"PipelineConfig.span_window must be positive, got {self.span_window}")
         if self.records_per_shard < 1:
             raise ValueError(f"PipelineConfig.records_per_shard must be positive, got {self.records_per_shard}")
         datasets.get(self.dataset)  # fail early on unknown names and fields
@@ -136,6 +143,15 @@ class PipelineConfig:
     @property
     def input_base(self) -> str:
         return self.input_dir or os.path.join(self.data_root, self.dataset)
+
+    @property
+    def reads_spans(self) -> bool:
+        """Whether the input directory holds span-<N>/ directories."""
+        from components.spans import find_spans
+
+        if self.spans is not None:
+            return self.spans
+        return "://" not in self.input_base and bool(find_spans(self.input_base))
 
     @property
     def metadata_path(self) -> str:

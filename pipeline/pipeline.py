@@ -34,6 +34,8 @@ def create_pipeline(
         dataset=config.dataset_spec,
         records_per_shard=config.records_per_shard,
         validation_fraction=config.validation_fraction,
+        spanned=config.reads_spans,
+        span_window=config.span_window,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_file)

@@ -86,3 +86,77 @@ def test_the_cli_writes_spans_and_refuses_to_overwrite_them(tmp_path, capsys, mn
     assert cli.main(argv) == 2
     assert "already holds spans" in capsys.readouterr().err
     assert sorted(os.listdir(output / "span-1")) == before
+
+
+def split_labels(examples_uri: str, split: str) -> np.ndarray:
+    import glob
+
+    import tensorflow as tf
+
+    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()
+    return np.array([tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0] for r in records])
+
+
+def test_the_newest_spans_are_ingested_and_recorded(tmp_path, source):
+    """span_window=2 over spans 1-3 reads spans 2 and 3 (training and validation from both, each
+    span's last twelfth validating), judges on span 3's eval images, and records span 3; a new
+    span 4 is noticed on the next run."""
+    from tfx import v1 as tfx
+    from tfx.orchestration.pipeline import RunOptions
+
+    from components.idx_example_gen import SPANS_KEY
+    from pipeline import local_runner
+    from pipeline.config import PipelineConfig
+    from tests.conftest import FAST_BEAM_ARGS, store_of
+
+    input_dir = tmp_path / "spans"
+    spans.write_spans(source, str(input_dir), 3)
+    config = PipelineConfig(
+        input_dir=str(input_dir), output_dir=str(tmp_path / "out"), span_window=2, beam_args=FAST_BEAM_ARGS
+    )
+    assert config.reads_spans
+
+    def ingest():
+        pipeline = local_runner.local_pipeline(config)
+        tfx.orchestration.LocalDagRunner().run(pipeline, run_options=RunOptions(to_nodes=["IdxExampleGen"]))
+        return max(store_of(config).get_artifacts_by_type("Examples"), key=lambda a: a.id)
+
+    examples = ingest()
+    assert examples.properties["span"].int_value == 3
+    assert examples.custom_properties[SPANS_KEY].string_value == "2,3"
+    span_labels = {n: read_idx_dataset(spans.span_dir(str(input_dir), n)) for n in (2, 3)}
+    cut = 1000 - round(1000 / 12)
+    np.testing.assert_array_equal(
+        split_labels(examples.uri, "train"), np.concatenate([span_labels[n]["train"][1][:cut] for n in (2, 3)])
+    )
+    np.testing.assert_array_equal(
+        split_labels(examples.uri, "valid"), np.concatenate([span_labels[n]["train"][1][cut:] for n in (2, 3)])
+    )
+    np.testing.assert_array_equal(split_labels(examples.uri, "eval"), span_labels[3]["eval"][1])
+
+    spans.write_spans(source, str(tmp_path / "more"), 1)
+    os.rename(tmp_path / "more" / "span-1", input_dir / "span-4")
+    newer = ingest()
+    assert newer.id != examples.id and newer.properties["span"].int_value == 4
+    assert newer.custom_properties[SPANS_KEY].string_value == "3,4"
+
+
+def test_the_executor_picks_the_newest_span_where_no_driver_ran(tmp_path, source):
+    """Open-source Kubeflow runs no ExampleGen driver: the pattern arrives with {SPAN} unresolved."""
+    from tfx.proto import example_gen_pb2
+    from tfx.utils import proto_utils
+
+    from components.idx_example_gen import SPAN_PATTERN, output_splits
+
+    spans.write_spans(source, str(tmp_path), 3)
+    patterns = {"train": "train-*-idx?-ubyte.gz", "eval": "t10k-*-idx?-ubyte.gz"}
+    input_config = example_gen_pb2.Input(
+        splits=[example_gen_pb2.Input.Split(name=n, pattern=f"{SPAN_PATTERN}/{p}") for n, p in patterns.items()]
+    )
+    exec_properties = {"input_base": str(tmp_path), "input_config": proto_utils.proto_to_json(input_config)}
+    parts = output_splits(exec_properties)
+    assert [(p.name, os.path.basename(os.path.dirname(p.images))) for p in parts] == [
+        ("train", "span-3"),
+        ("eval", "span-3"),
+    ]
