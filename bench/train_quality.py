@@ -125,6 +125,7 @@ def bench_preset(name: str, overrides: dict, iw_k: int, iw_images: int) -> dict:
     result = {
         "preset": name,
         "label": label,
+        "model_chosen_on": "valid",  # early stopping and the schedule on the valid split, never the test images
         "config": vae.to_dict(),
         **evaluate(model_dir, *test_set(), iw_k=iw_k, iw_images=iw_images),
         "train_examples_per_second": record["examples_per_second"],

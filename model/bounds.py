@@ -82,11 +82,29 @@ def calibrated(measured: dict[str, float], per_digit: dict[str, list[float]]) ->
 
 
 PRESET_BOUNDS: dict[str, Bounds] = {
-    # PLACEHOLDER: re-measured below
-    "tutorial": Bounds(165.0, 160.0, 0.06, (260.0,), (0.1,)),
-    "tutorial_as_written": Bounds(170.0, 165.0, 0.06, (260.0,), (0.1,)),
-    "latent2": Bounds(160.0, 155.0, 0.06, (260.0,), (0.1,)),
-    "quality": Bounds(115.0, 100.0, 0.03, (160.0,), (0.06,)),
+    # calibrated() of bench/train_quality.py's figures, 2026-11-25 (BENCHMARKS.md shows both).
+    "tutorial": Bounds(
+        neg_elbo=163.5,
+        reconstruction_error=156.5,
+        pixel_mse=0.0445,
+        reconstruction_error_per_digit=(177.0, 58.5, 200.0, 177.5, 163.5, 179.5, 160.5, 140.5, 184.5, 139.0),
+        pixel_mse_per_digit=(0.049, 0.012, 0.061, 0.0515, 0.048, 0.0535, 0.0455, 0.0395, 0.0545, 0.038),
+    ),
+    "tutorial_as_written": Bounds(
+        neg_elbo=169.5,
+        reconstruction_error=163.0,
+        pixel_mse=0.0475,
+        reconstruction_error_per_digit=(185.0, 64.5, 214.0, 182.0, 171.0, 184.0, 171.5, 140.5, 186.5, 146.5),
+        pixel_mse_per_digit=(0.053, 0.0145, 0.0685, 0.0535, 0.051, 0.0555, 0.049, 0.04, 0.056, 0.041),
+    ),
+    "latent2": Bounds(160.0, 155.0, 0.06, (260.0,), (0.1,)),  # PLACEHOLDER
+    "quality": Bounds(
+        neg_elbo=101.0,
+        reconstruction_error=75.0,
+        pixel_mse=0.0095,
+        reconstruction_error_per_digit=(88.0, 38.0, 87.0, 82.5, 74.0, 83.0, 77.5, 64.5, 92.0, 70.5),
+        pixel_mse_per_digit=(0.0105, 0.0035, 0.012, 0.0105, 0.0095, 0.011, 0.009, 0.0075, 0.013, 0.008),
+    ),
     # Calibrated on the tests' sample (2,000 training and 500 test images, 3 epochs), where a
     # digit's figures move by up to 12 % between retrains, with a margin of 15 %.
     "smoke": Bounds(
