@@ -75,6 +75,11 @@ def _digit(spec: tfma.SlicingSpec) -> int | None:
     return int(value) if value is not None and not spec.feature_keys else None
 
 
+def _score_of(metric: tfma.MetricConfig) -> str | None:
+    """The model output a MeanScore metric averages (None for other metrics)."""
+    return json.loads(metric.config or "{}").get("score")
+
+
 def drop_small_digit_bounds(config: tfma.EvalConfig, counts: np.ndarray) -> dict[int, int]:
     """Removes the bounds of digits with fewer eval images than ``min_slice_size`` and clears it
     (see the module docstring). Returns {digit: images} of the digits left without bounds."""
@@ -93,7 +98,7 @@ def candidate_only(config: tfma.EvalConfig, scores: set[str]) -> None:
     """Computes these scores' metrics for the candidate alone, bounded but not compared."""
     moved = tfma.MetricsSpec(model_names=[tfma.CANDIDATE_KEY])
     for metrics_spec in config.metrics_specs:
-        keep = [m for m in metrics_spec.metrics if json.loads(m.config or "{}").get("score") not in scores]
+        keep = [m for m in metrics_spec.metrics if _score_of(m) not in scores]
         moved.metrics.extend(m for m in metrics_spec.metrics if m not in keep)
         del metrics_spec.metrics[:]
         metrics_spec.metrics.extend(keep)
@@ -124,8 +129,8 @@ class Executor(tfx_evaluator.Executor):
         if baseline:
             [spec] = config.model_specs
             outputs = signature_outputs(path_utils.serving_model_path(baseline[0].uri), spec.signature_name)
-            scores = {json.loads(m.config or "{}").get("score") for s in config.metrics_specs for m in s.metrics}
-            not_compared = (scores - {None}) - (outputs or set())
+            scores = {_score_of(m) for s in config.metrics_specs for m in s.metrics} - {None}
+            not_compared = scores - (outputs or set())
             if outputs is None:
                 logging.info("The served model has no %r signature: judged on the absolute bounds", spec.signature_name)
                 baseline = None

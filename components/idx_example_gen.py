@@ -167,7 +167,8 @@ def _input_config(exec_properties: dict[str, Any]) -> example_gen_pb2.Input:
 def spans_to_read(exec_properties: dict[str, Any]) -> list[int]:
     """The spans this run reads, oldest first, the newest last; [] for an unspanned directory."""
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-    if not any("/" in split.pattern for split in _input_config(exec_properties).splits):
+    # "span-{SPAN}/..." as built, or "span-3/..." once TFX's driver has resolved it.
+    if not any(split.pattern.startswith("span-") for split in _input_config(exec_properties).splits):
         return []
     available = spans.find_spans(input_base)
     if not available:
@@ -178,16 +179,16 @@ def spans_to_read(exec_properties: dict[str, Any]) -> list[int]:
     return [span for span in available if newest - window < span <= newest]
 
 
-def output_splits(exec_properties: dict[str, Any]) -> list[OutputSplit]:
+def output_splits(exec_properties: dict[str, Any], read: list[int] | None = None) -> list[OutputSplit]:
     """Every part of every split written, in order: each input split whole, except that the last
     ``validation_fraction`` of the training files is written as the validation split (the same
     records on every run). From a spanned directory, the training and validation splits come from
-    every span read, the others from the newest alone."""
+    every span read (``read``, default ``spans_to_read``), the others from the newest alone."""
     options = _custom_options(exec_properties)
     image_shape = tuple(int(d) for d in options.get("image_shape", (28, 28)))
     fraction = float(options.get("validation_fraction", 0.0))
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-    read = spans_to_read(exec_properties)
+    read = spans_to_read(exec_properties) if read is None else read
     directories = [spans.span_dir(input_base, span) for span in read] or [input_base]
     parts = []
     for split in _input_config(exec_properties).splits:
@@ -230,10 +231,10 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
-        splits = output_splits(exec_properties)
+        read = spans_to_read(exec_properties)
+        splits = output_splits(exec_properties, read)
         names = list(dict.fromkeys(split.name for split in splits))
         examples.split_names = artifact_utils.encode_split_names(names)
-        read = spans_to_read(exec_properties)
         if read:
             examples.span = read[-1]
             examples.set_string_custom_property(SPANS_KEY, ",".join(map(str, read)))

@@ -6,10 +6,10 @@ the pixel MSE on the [0, 1] scale. The reconstruction bounds also hold for each 
 digit falling apart cannot hide in the mean: a 1 the model never saw costs about 145 nats against
 the 60 a trained 1 costs, while the mean over all digits hardly moves.
 
-The presets' bounds are calibrated on MNIST (``bench/train_quality.py`` measures every preset and
-prints the bounds its figures give): each is the preset's measured value plus ``MARGIN``, rounded
-up, which leaves room for retraining noise (about 1 % per digit on full MNIST) and refuses a digit
-the model has not learnt. On other data, set them (``--bound FIELD=VALUE``).
+The presets' bounds are calibrated on MNIST (``bench/train_quality.py`` measures every preset;
+``bench/report.py`` puts the bounds its figures give beside the shipped ones in BENCHMARKS.md):
+each is the preset's measured value plus ``MARGIN``, rounded up, which leaves room for retraining
+noise and refuses a digit the model has not learnt. On other data, set them (``--bound FIELD=VALUE``).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Bounds:
 
 def calibrated(measured: dict[str, float], per_digit: dict[str, list[float]]) -> Bounds:
     """Bounds from a preset's measured figures: each value plus MARGIN, rounded up (to 0.5 nats,
-    to 0.0005 for the pixel MSE). What ``bench/train_quality.py`` prints for the table below."""
+    to 0.0005 for the pixel MSE). bench/report.py shows them beside the table below."""
 
     def up(score: str, value: float) -> float:
         step = 0.0005 if score == "pixel_mse" else 0.5

@@ -93,8 +93,8 @@ def evaluation_lines(evaluator: ComponentRun, served_version: int | None = None)
         return lines
     validation = tfma.load_validation_result(evaluation.uri)
     reasons = []
-    by_slice = sorted((_slice_name(s.slice_key), s) for s in validation.metric_validations_per_slice)  # overall first
-    for slice_name, per_slice in by_slice:
+    for per_slice in sorted(validation.metric_validations_per_slice, key=lambda s: _slice_name(s.slice_key)):
+        slice_name = _slice_name(per_slice.slice_key)  # '' (the whole split) sorts first
         for failure in per_slice.failures:
             reasons.append(_reason(failure, slice_name, baseline.get(slice_name, {})))
     reasons += [f"digit {_slice_name(spec)}: no eval images" for spec in validation.missing_slices]
@@ -103,7 +103,6 @@ def evaluation_lines(evaluator: ComponentRun, served_version: int | None = None)
         return [*lines, f"NOT BLESSED: see {evaluation.uri}"]
     failed = f"{len(reasons)} threshold{'s' if len(reasons) > 1 else ''} failed"
     return [*lines, f"NOT BLESSED: {failed}", *(f"  {reason}" for reason in reasons)]
-    return lines
 
 
 def _slice_name(slice_key_or_spec) -> str:
