@@ -1,16 +1,16 @@
 """vae-mnist's TFX components: IDX ingestion, the data gate, the served-model lookup, our
-Evaluator and Pusher, the model pictures.
+Evaluator and Pusher, the model pictures, span scoring and the drift gate.
 
-``components.Pictures`` is importable from here because TFX's Kubeflow entrypoint rebuilds a
-custom artifact type from its schema title, which must read ``<namespace>.<Name>``
-(``kubeflow_v2_entrypoint_utils._retrieve_class_path``); it is loaded lazily so that light
-commands (``vae-mnist data fetch``) do not import TensorFlow.
+Our artifact types (components/artifacts.py) are importable from here, as ``components.Pictures``
+and so on, because TFX's Kubeflow entrypoint rebuilds a custom artifact type from its schema
+title, which must read ``<namespace>.<Name>`` (``kubeflow_v2_entrypoint_utils._retrieve_class_path``);
+they are loaded lazily so that light commands (``vae-mnist data fetch``) do not import TensorFlow.
 """
 
 
 def __getattr__(name: str):
-    if name == "Pictures":
-        from components.artifacts import Pictures
+    if name in ("Pictures", "ImageScores", "DriftReport"):
+        from components import artifacts
 
-        return Pictures
+        return getattr(artifacts, name)
     raise AttributeError(f"module 'components' has no attribute {name!r}")

@@ -11,3 +11,15 @@ class Pictures(artifact.Artifact):
     """
 
     TYPE_NAME = "components.Pictures"
+
+
+class ImageScores(artifact.Artifact):
+    """Per-image scores of one span as Parquet (components/span_scores.py), with a report."""
+
+    TYPE_NAME = "components.ImageScores"
+
+
+class DriftReport(artifact.Artifact):
+    """The drift gate's comparisons of a span with the one before (components/drift_gate.py)."""
+
+    TYPE_NAME = "components.DriftReport"

@@ -35,6 +35,7 @@ from tfx.utils import io_utils, proto_utils
 from components import serving_layout
 
 ALREADY_SERVED_KEY = "already_served"  # on the PushedModel: the served version equal to the model
+PINNED_KEY = "pinned"  # on the PushedModel: TF Serving is pinned to this other version
 
 
 class Executor(tfx_pusher.Executor):
@@ -68,6 +69,12 @@ class Executor(tfx_pusher.Executor):
         version_dir = serving_layout.publish(staging, model_dir, version)
         self._MarkPushed(pushed, pushed_destination=version_dir, pushed_version=str(version))
         logging.info("Model pushed to %s (archived in %s)", version_dir, pushed.uri)
+        # TF Serving's --model_config_file, written beside the model once; a pin in it is kept.
+        serving_layout.write_models_config(model_dir)
+        pinned = serving_layout.pinned_version(model_dir)
+        if pinned is not None:
+            pushed.set_int_custom_property(PINNED_KEY, pinned)
+            logging.warning("TF Serving stays on pinned version %d until `vae-mnist serving unpin`", pinned)
 
 
 class Pusher(tfx.components.Pusher):

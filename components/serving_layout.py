@@ -21,6 +21,12 @@ How a version appears (``stage`` then ``publish``):
   ``saved_model.pb``) is never loadable and is removed by the next push (``remove_leftovers``).
 One pusher writes to a model directory at a time (a local run holds its output directory; on
 Kubeflow, do not run two pipelines that push to one serving root at once).
+
+Pinning: ``<serving_root>/models.config`` is TF Serving's ``--model_config_file``. A pin is its
+``model_version_policy { specific { versions: N } }`` (tensorflow_serving/config/
+model_server_config.proto): TF Serving then serves version N whatever is newer, and
+``served_version`` answers N too, so the Evaluator's baseline, the warm start and the span scores
+follow the pin. Every write keeps what the file already says about other models and the pin.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from tfx.dsl.io import fileio
 from tfx.utils import io_utils
 
 SAVED_MODEL_FILE = "saved_model.pb"
+MODELS_CONFIG = "models.config"  # in the serving root, beside the model directories
+DOCKER_MOUNT = "/models"  # where the docker line mounts a local serving root
 STAGING_PREFIX = ".incoming-"  # not a number: TF Serving ignores it
 
 
@@ -45,9 +53,13 @@ def versions(model_dir: str) -> list[int]:
 
 
 def served_version(model_dir: str) -> int | None:
-    """The version TF Serving serves from ``model_dir``: the highest numeric version that holds a
-    SavedModel (TF Serving's default ``latest`` policy; a version still missing
-    ``saved_model.pb`` is not loadable and the previous one stays served). None: nothing served."""
+    """The version TF Serving serves from ``model_dir``: the pinned version (if it is loadable),
+    else the highest numeric version that holds a SavedModel (TF Serving's default ``latest``
+    policy; a version still missing ``saved_model.pb`` is not loadable and the previous one
+    stays served). None: nothing served."""
+    pinned = pinned_version(model_dir)
+    if pinned is not None:
+        return pinned if fileio.exists(os.path.join(model_dir, str(pinned), SAVED_MODEL_FILE)) else None
     for version in reversed(versions(model_dir)):
         if fileio.exists(os.path.join(model_dir, str(version), SAVED_MODEL_FILE)):
             return version
@@ -120,3 +132,69 @@ def fingerprint(saved_model_dir: str) -> str:
         with fileio.open(path, "rb") as f:
             digest.update(hashlib.sha256(f.read()).digest())
     return digest.hexdigest()
+
+
+def _split(model_dir: str) -> tuple[str, str]:
+    """(serving root, model name) of ``<serving_root>/<model_name>``."""
+    model_dir = model_dir.rstrip("/")
+    return os.path.dirname(model_dir), os.path.basename(model_dir)
+
+
+def read_models_config(serving_root: str):
+    """The serving root's ModelServerConfig, empty if there is no models.config yet."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    path = os.path.join(serving_root, MODELS_CONFIG)
+    if fileio.exists(path):
+        with fileio.open(path, "r") as f:
+            text_format.Parse(f.read(), config)
+    return config
+
+
+def _model_entry(config, model_name: str):
+    for entry in config.model_config_list.config:
+        if entry.name == model_name:
+            return entry
+    return None
+
+
+def pinned_version(model_dir: str) -> int | None:
+    serving_root, model_name = _split(model_dir)
+    entry = _model_entry(read_models_config(serving_root), model_name)
+    pinned = entry.model_version_policy.specific.versions if entry is not None else []
+    return max(pinned) if pinned else None
+
+
+_KEEP = object()
+
+
+def write_models_config(model_dir: str, pinned=_KEEP) -> str:
+    """Writes (or updates) ``models.config`` for this model; ``pinned``: a version, None to
+    unpin, or left out to keep the pin as it is. The base path is the docker mount for a local
+    serving root and the URI itself for a bucket (what a cluster's TF Serving reads)."""
+    from google.protobuf import text_format
+
+    serving_root, model_name = _split(model_dir)
+    config = read_models_config(serving_root)
+    entry = _model_entry(config, model_name)
+    if entry is None:
+        entry = config.model_config_list.config.add(name=model_name, model_platform="tensorflow")
+        entry.base_path = model_dir if "://" in model_dir else f"{DOCKER_MOUNT}/{model_name}"
+    if pinned is not _KEEP:
+        entry.ClearField("model_version_policy")
+        if pinned is not None:
+            entry.model_version_policy.specific.versions.append(int(pinned))
+    path = os.path.join(serving_root, MODELS_CONFIG)
+    fileio.makedirs(serving_root)
+    io_utils.write_string_file(path, text_format.MessageToString(config))
+    return path
+
+
+def pin(model_dir: str, version: int) -> str:
+    """Pins TF Serving to ``version``, which must be a complete pushed version."""
+    if not fileio.exists(os.path.join(model_dir, str(version), SAVED_MODEL_FILE)):
+        known = ", ".join(map(str, versions(model_dir))) or "none"
+        raise ValueError(f"{model_dir} has no complete version {version} (versions: {known})")
+    return write_models_config(model_dir, pinned=version)

@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+ARCHITECTURE_FIELDS = ("hidden_units", "latent_dim", "activation", "conv", "conv_filters")
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "swish", "tanh", "softplus", "leaky_relu")
 
 
@@ -34,6 +35,9 @@ class VaeConfig:
     early_stopping_patience: int = 5  # epochs without a better validation loss; 0: off
     # Halve the learning rate after this many epochs without a better validation loss; 0: off.
     lr_plateau_patience: int = 0
+    # Warm start (PipelineConfig.warm_start): a retrain from the served model's weights runs at
+    # most this many epochs, without KL warm-up (the served model has learnt its posterior).
+    warm_start_epochs: int = 8
     # Input: "memory" loads the transformed split once into RAM (the fastest path for MNIST-sized
     # data); "stream" reads it from disk every epoch (for data larger than RAM).
     input_mode: str = "memory"
@@ -55,6 +59,10 @@ class VaeConfig:
             raise ValueError(f"VaeConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.input_mode not in ("memory", "stream"):
             raise ValueError(f"VaeConfig.input_mode must be 'memory' or 'stream', got {self.input_mode!r}")
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that decide the weights' shapes and meaning: equal ones can share weights."""
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,6 +107,7 @@ _MINIMUM = {
     "kl_warmup_epochs": 0,
     "early_stopping_patience": 0,
     "lr_plateau_patience": 0,
+    "warm_start_epochs": 1,
 }
 
 

@@ -17,6 +17,12 @@
 - ``transform_features``: ``examples`` string [N] with ``image`` and ``label`` -> Transform's
   outputs ``pixels`` float [N, 784] and ``label`` int64 [N] (TFMA's preprocessing).
 
+Beside the SavedModel, in ``assets.extra/`` (copied with it, ignored by the TF loader):
+``tf_serving_warmup_requests``, a few real requests as TF Serving ``PredictionLog`` records that
+TF Serving replays when it loads the version, so the first client request is not the slow one
+(tensorflow_serving/g3doc/saved_model_warmup.md); and ``vae_config.json``, the architecture, so
+a warm start can tell whether the served model's weights fit a new network.
+
 Scores are deterministic: the reconstruction decodes the posterior mean, and
 ``reconstruction_error`` is the BCE (nats) of that reconstruction against the input, so
 ``neg_elbo`` = ``reconstruction_error`` + ``kl`` is the negative ELBO evaluated at z = z_mean.
@@ -27,6 +33,10 @@ sets how much the model allocates, is capped (a count of 10^8 would take 300 GB 
 server).
 """
 
+import json
+import os
+
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -35,6 +45,9 @@ from model.losses import kl_nats, reconstruction_nats
 from model.vae import Vae
 
 MAX_GENERATE = 10_000  # images per generate request: 31 MB of output
+EXTRA_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+CONFIG_FILE = "vae_config.json"
 SCORES = ("neg_elbo", "reconstruction_error", "kl", "pixel_mse")  # per image, what the Evaluator averages
 
 
@@ -134,6 +147,55 @@ class ServingModule(tf.Module):
         }
 
 
-def export_serving_model(vae: Vae, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
+def warmup_logs(images: np.ndarray) -> list:
+    """PredictionLogs for TF Serving's warm-up: ``serving_default`` with one image and with all of
+    ``images`` (raw pixels [n, 784]), and ``serving_tf_example`` with them as tf.Examples."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    images = np.asarray(images, dtype=np.int64)
+    examples = [
+        tf.train.Example(
+            features=tf.train.Features(
+                feature={IMAGE_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=row.tolist()))}
+            )
+        ).SerializeToString()
+        for row in images
+    ]
+    requests = [
+        ("serving_default", "image", images[:1]),
+        ("serving_default", "image", images),
+        ("serving_tf_example", "examples", np.array(examples, dtype=object)),
+    ]
+    logs = []
+    for signature, name, value in requests:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.signature_name = signature
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
+    return logs
+
+
+def read_architecture(export_dir: str) -> dict | None:
+    """The exported model's architecture (VaeConfig.architecture()), None if it did not record one."""
+    path = os.path.join(export_dir, EXTRA_DIR, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)["architecture"]
+
+
+def export_serving_model(
+    vae: Vae, tf_transform_output: tft.TFTransformOutput, export_dir: str, warmup_images: np.ndarray
+) -> None:
+    """Saves the signatures, then the warm-up requests (``warmup_images``: raw pixels [n, 784]) and
+    the configuration into ``assets.extra/``."""
     module = ServingModule(vae, tf_transform_output)
     tf.saved_model.save(module, export_dir, signatures=module.signatures())
+    extra = os.path.join(export_dir, EXTRA_DIR)
+    tf.io.gfile.makedirs(extra)
+    with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as writer:
+        for log in warmup_logs(warmup_images):
+            writer.write(log.SerializeToString())
+    config = {"architecture": vae.config.architecture(), "config": vae.config.to_dict()}
+    with tf.io.gfile.GFile(os.path.join(extra, CONFIG_FILE), "w") as f:
+        json.dump(config, f, indent=1, sort_keys=True)

@@ -86,6 +86,25 @@ def scatter(points: np.ndarray, labels: np.ndarray, title: str, size: int = 560)
     return image
 
 
+def histogram(values: np.ndarray, title: str, bins: int = 40, size: tuple[int, int] = (640, 320)) -> Image.Image:
+    """A histogram of ``values`` (the central 99.8 %; the rest counted in the title), x range labelled."""
+    width, height = size
+    margin = 40
+    low, high = np.percentile(values, [0.1, 99.9])
+    high = high if high > low else low + 1.0
+    counts, _ = np.histogram(np.clip(values, low, high), bins=bins, range=(low, high))
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    bar = (width - 2 * margin) / bins
+    for i, count in enumerate(counts):
+        top = height - margin - (height - 2 * margin) * count / max(counts.max(), 1)
+        draw.rectangle((margin + i * bar, top, margin + (i + 1) * bar - 1, height - margin), fill=PALETTE[4])
+    draw.text((margin, 12), title, fill="black")
+    draw.text((margin, height - margin + 6), f"{low:.1f}", fill="black")
+    draw.text((width - margin - 60, height - margin + 6), f"{high:.1f}", fill="black")
+    return image
+
+
 def principal_plane(z: np.ndarray) -> tuple[np.ndarray, str]:
     """z itself when 2-D, else its projection on the first two principal components."""
     if z.shape[1] == 2:

@@ -4,6 +4,12 @@ The model's settings arrive as ``custom_config['vae']`` (a VaeConfig as a dict).
 ``MirroredStrategy`` when GPUs are visible (all GPUs of the node) and the default strategy on CPU;
 the code path is the same (tests/test_distributed_training.py runs it on 2 logical CPU devices).
 TensorBoard logs go to the Trainer's model-run directory.
+
+Warm start: given a ``base_model`` (the pipeline's ServedModel output, when
+``PipelineConfig.warm_start``), the network starts from the served model's encoder and decoder
+weights if the served model recorded the same architecture, and trains at most
+``warm_start_epochs`` without KL warm-up. Otherwise it trains from scratch and says why; the
+training record carries that sentence to the run summary.
 """
 
 import functools
@@ -20,7 +26,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from model.config import VaeConfig
-from model.export import export_serving_model
+from model.export import export_serving_model, read_architecture
 from model.features import PIXELS_KEY
 from model.vae import KlWarmup, TrainingRecord, build_vae
 
@@ -115,12 +121,15 @@ class StopOnNaN(keras.callbacks.Callback):
             )
 
 
-def training_callbacks(config: VaeConfig, model_run_dir: str, examples_per_epoch: int | None) -> list:
-    """What watches the epochs: divergence, TensorBoard, the training record, and the schedule."""
+def training_callbacks(
+    config: VaeConfig, model_run_dir: str, examples_per_epoch: int | None, notes: dict | None = None
+) -> list:
+    """What watches the epochs: divergence, TensorBoard, the training record (with ``notes``), and
+    the schedule."""
     callbacks = [
         StopOnNaN(),
         keras.callbacks.TensorBoard(log_dir=model_run_dir, update_freq="epoch"),
-        TrainingRecord(os.path.join(model_run_dir, TRAINING_RECORD), examples_per_epoch),
+        TrainingRecord(os.path.join(model_run_dir, TRAINING_RECORD), examples_per_epoch, notes),
     ]
     if config.kl_warmup_epochs:
         callbacks.append(KlWarmup(config.kl_warmup_epochs))
@@ -143,6 +152,29 @@ def training_callbacks(config: VaeConfig, model_run_dir: str, examples_per_epoch
     return callbacks
 
 
+def warm_start(vae, base_model: str | None) -> tuple[bool, str]:
+    """Loads the served model's weights into ``vae`` when its recorded architecture is the same.
+    Returns (warm, a sentence for the run summary)."""
+    if not base_model or not tf.io.gfile.exists(os.path.join(base_model, "saved_model.pb")):
+        return False, "no model is served yet: trained from scratch"
+    served = read_architecture(base_model)
+    wanted = json.loads(json.dumps(vae.config.architecture()))  # tuples as lists, as recorded
+    if served is None:
+        return False, "the served model does not record its architecture (exported before warm starts): from scratch"
+    if served != wanted:
+        changed = ", ".join(f"{k} {served.get(k)} -> {v}" for k, v in wanted.items() if served.get(k) != v)
+        return False, f"the architecture differs from the served model's ({changed}): trained from scratch"
+    checkpoint = tf.train.Checkpoint(encoder=vae.encoder, decoder=vae.decoder)
+    checkpoint.read(os.path.join(base_model, "variables", "variables")).assert_existing_objects_matched()
+    return True, f"warm start from the served model ({base_model})"
+
+
+def warmup_images(evaluation: tf.data.Dataset, count: int = 8) -> np.ndarray:
+    """A few validation images as raw pixels (Transform's x / 255, undone exactly)."""
+    pixels = next(iter(evaluation.unbatch().batch(count).take(1))).numpy()
+    return np.rint(pixels * 255).astype(np.int64)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = VaeConfig.from_dict((fn_args.custom_config or {}).get("vae", {}))
     logging.info("Training with %s", config)
@@ -154,9 +186,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     train, evaluation, steps, examples_per_epoch = input_datasets(fn_args, tf_transform_output, config)
     with distribution_strategy().scope():
         vae = build_vae(config)
+        warm, how = warm_start(vae, fn_args.base_model)
+    logging.info("Weights: %s", how)
+    if warm:  # the served model has learnt its posterior: no KL warm-up, a shorter budget
+        config = config.replace(epochs=min(config.epochs, config.warm_start_epochs), kl_warmup_epochs=0)
+        vae.config = config
 
-    callbacks = training_callbacks(config, fn_args.model_run_dir, examples_per_epoch)
+    record = {"warm_start": how, "warm": warm}
+    callbacks = training_callbacks(config, fn_args.model_run_dir, examples_per_epoch, record)
     vae.fit(
         train, validation_data=evaluation, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2
     )
-    export_serving_model(vae, tf_transform_output, fn_args.serving_model_dir)
+    export_serving_model(vae, tf_transform_output, fn_args.serving_model_dir, warmup_images(evaluation))

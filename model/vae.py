@@ -142,10 +142,12 @@ class TrainingRecord(keras.callbacks.Callback):
     apart from the fixed cost of loading data and exporting the model.
     """
 
-    def __init__(self, path: str, examples_per_epoch: int | None):
+    def __init__(self, path: str, examples_per_epoch: int | None, notes: dict | None = None):
+        """``notes``: more to record, e.g. how the weights started (``warm_start``)."""
         super().__init__()
         self.path = path
         self.examples_per_epoch = examples_per_epoch
+        self.notes = dict(notes or {})
         self.epochs: list[dict] = []
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
@@ -161,4 +163,4 @@ class TrainingRecord(keras.callbacks.Callback):
     def on_train_end(self, logs=None) -> None:
         best = min(self.epochs, key=lambda e: e.get("val_neg_elbo", float("inf")), default=None)
         with tf.io.gfile.GFile(self.path, "w") as f:
-            json.dump({"epochs": self.epochs, "best_epoch": best}, f, indent=1)
+            json.dump({**self.notes, "epochs": self.epochs, "best_epoch": best}, f, indent=1)

@@ -4,6 +4,8 @@ Commands:
 - vae-mnist data fetch [--dataset mnist] [--source auto] [--path DIR]
 - vae-mnist data spans --spans N --output DIR [--drift SPAN:KIND[=VALUE]]
 - vae-mnist run [--preset tutorial] [--set FIELD=VALUE] [--input-dir DIR] [--output-dir outputs] [--no-cache]
+                [--warm-start] [--accept-drift]
+- vae-mnist serving list | pin VERSION | unpin [--output-dir outputs]
 - vae-mnist predict [--server URL | --grpc HOST:PORT | --model-dir DIR] [--signature NAME] [--count N]
 - vae-mnist kubeflow compile --image IMAGE --pipeline-root gs://... --input-dir gs://... --serving-root gs://...
 """
@@ -70,6 +72,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         vae_overrides=VaeConfig.parse_overrides(args.set),
         bounds=VaeConfig.parse_overrides(args.bound, flag="--bound"),
         span_window=args.span_window,
+        warm_start=args.warm_start,
+        accept_drift=args.accept_drift,
     )
     with output_dir_lock(config.output_dir):
         if not args.input_dir:
@@ -93,8 +97,44 @@ def _run_locally(config: PipelineConfig) -> int:
         for line in outcome.outcome_lines({c.node: c for c in components}, config.serving_model_dir):
             print(line)
     if os.path.isdir(config.serving_model_dir):
+        from components import serving_layout
+
         print(f"Serve it: {serving.docker_command(config.serving_root)}")
-        print(f"  (config {serving.write_models_config(config.serving_root, config.model_name)})")
+        print(f"  (config {serving_layout.write_models_config(config.serving_model_dir)})")
+    return 0
+
+
+def _serving_model_dir(args: argparse.Namespace) -> tuple[str, str]:
+    """(model directory, ML Metadata path) of the output directory the runs used."""
+    config = PipelineConfig(output_dir=args.output_dir, serving_root=args.serving_root, model_name=args.model_name)
+    return config.serving_model_dir, config.metadata_path
+
+
+def _cmd_serving_list(args: argparse.Namespace) -> int:
+    from pipeline import served_versions
+
+    model_dir, metadata_path = _serving_model_dir(args)
+    print(served_versions.format_versions(served_versions.pushed_versions(model_dir, metadata_path), model_dir))
+    return 0
+
+
+def _cmd_serving_pin(args: argparse.Namespace) -> int:
+    from components import serving_layout
+
+    model_dir, _ = _serving_model_dir(args)
+    with output_dir_lock(args.output_dir):  # not while a run pushes
+        path = serving_layout.pin(model_dir, args.version)
+    print(f"Pinned {model_dir} to version {args.version} in {path}; TF Serving switches within its poll interval")
+    return 0
+
+
+def _cmd_serving_unpin(args: argparse.Namespace) -> int:
+    from components import serving_layout
+
+    model_dir, _ = _serving_model_dir(args)
+    with output_dir_lock(args.output_dir):
+        path = serving_layout.write_models_config(model_dir, pinned=None)
+    print(f"Unpinned {model_dir} in {path}: TF Serving serves version {serving_layout.served_version(model_dir)}")
     return 0
 
 
@@ -157,6 +197,8 @@ def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
         beam_args=beam_args(args.beam_profile, **options),
         spans=args.spans or None,
         span_window=args.span_window,
+        warm_start=args.warm_start,
+        accept_drift=args.accept_drift,
     )
     cluster = ClusterConfig(
         image=args.image, trainer_image=args.trainer_image, gpus=args.gpus, gpu_resource=args.gpu_type
@@ -172,6 +214,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--span-window", type=_positive_int, default=1, help="from span-<N>/ input, train on the newest K spans"
+    )
+    parser.add_argument(
+        "--warm-start", action="store_true", help="retrain from the served model's weights (same architecture)"
+    )
+    parser.add_argument(
+        "--accept-drift", action="store_true", help="let a span the drift gate would stop through, for this run"
     )
     parser.add_argument(
         "--bound",
@@ -221,6 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--beam-profile", default="direct", choices=BEAM_PROFILES[:2], help="how the data stages run")
     run.add_argument("--beam-arg", action="append", help="a Beam pipeline argument, repeatable (replaces the profile)")
     run.set_defaults(func=_cmd_run)
+
+    serving_parser = commands.add_parser("serving", help="pushed versions: list them, pin one, unpin")
+    serving_commands = serving_parser.add_subparsers(dest="serving_command", required=True)
+    for name, func, help_text in (
+        ("list", _cmd_serving_list, "the pushed versions with their evaluation from ML Metadata"),
+        ("pin", _cmd_serving_pin, "make TF Serving serve VERSION (models.config), whatever is newer"),
+        ("unpin", _cmd_serving_unpin, "serve the newest version again"),
+    ):
+        command = serving_commands.add_parser(name, help=help_text)
+        if name == "pin":
+            command.add_argument("version", type=_positive_int, help="a pushed version (see: vae-mnist serving list)")
+        command.add_argument("--output-dir", default="outputs", help="the runs' output directory")
+        command.add_argument("--serving-root", help="default: <output-dir>/serving")
+        command.add_argument("--model-name", default="vae-mnist")
+        command.set_defaults(func=func)
 
     predict = commands.add_parser(
         "predict", help="send TF Serving requests (REST, gRPC) or answer them from the pushed model in-process"
@@ -286,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as err:  # a failed component: say which problem, not a Beam traceback
         from components.data_gate import DataAnomaliesError
+        from components.drift_gate import DataDriftError
         from model.trainer import TrainingDivergedError
 
-        stops = (DataAnomaliesError, IdxError, TrainingDivergedError)
+        stops = (DataAnomaliesError, DataDriftError, IdxError, TrainingDivergedError)
         cause = err
         while cause is not None and not isinstance(cause, stops):
             cause = cause.__cause__ or cause.__context__

@@ -52,6 +52,12 @@ class PipelineConfig:
     # input directory when the pipeline is built; say True for spans in a bucket.
     spans: bool | None = None
     span_window: int = 1
+    # The drift gate (components/drift_gate.py) stops a span that differs from the one before;
+    # thresholds here override its defaults, e.g. {"ink": 0.2}. accept_drift lets one run through.
+    drift_thresholds: dict = dataclasses.field(default_factory=dict)
+    accept_drift: bool = False
+    # Retrain from the served model's weights (same architecture; VaeConfig.warm_start_epochs).
+    warm_start: bool = False
     # The model: a preset from model/config.py, with any of its fields overridden.
     preset: str = "tutorial"
     vae_overrides: dict = dataclasses.field(default_factory=dict)
@@ -130,6 +136,21 @@ class PipelineConfig:
     @property
     def evaluation_bounds(self) -> Bounds:
         return preset_bounds(self.preset).replace(**self.bounds)
+
+    @property
+    def drift_gate_thresholds(self) -> dict[str, float]:
+        from components.drift_gate import DEFAULT_THRESHOLDS  # TFX: heavy
+
+        unknown = set(self.drift_thresholds) - set(DEFAULT_THRESHOLDS)
+        if unknown:
+            known = ", ".join(sorted(DEFAULT_THRESHOLDS))
+            raise ValueError(f"PipelineConfig.drift_thresholds: unknown features {sorted(unknown)}; known: {known}")
+        thresholds = {**DEFAULT_THRESHOLDS, **self.drift_thresholds}
+        for name, value in thresholds.items():
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            if not ok:
+                raise ValueError(f"PipelineConfig.drift_thresholds[{name!r}] must be a number >= 0, got {value!r}")
+        return {name: float(value) for name, value in thresholds.items()}
 
     @property
     def serving_model_dir(self) -> str:

@@ -33,13 +33,59 @@ def training_lines(trainer: ComponentRun) -> list[str]:
     line = f"Training: {len(epochs)} epochs, {record['examples_per_second'] or 0:,.0f} examples/s"
     if best and "val_neg_elbo" in best:
         line += f"; best epoch {best['epoch']}: validation -ELBO {best['val_neg_elbo']:.1f} nats (one sample)"
-    return [line]
+    return [line] + ([f"  weights: {record['warm_start']}"] if "warm_start" in record else [])
 
 
-def _slice_metrics(evaluation_uri: str, model_name: str | None) -> dict:
-    """{slice: {metric: value}}, slice '' being the whole split and '<digit>' each label."""
+def span_lines(span_scores: ComponentRun | None, drift_gate: ComponentRun | None) -> list[str]:
+    """What the served model made of the new span, and what the drift gate compared."""
+    from components.drift_gate import DRIFT_FILE
+    from components.span_scores import HISTOGRAM_PNG, MOST_ANOMALOUS_PNG, REPORT_FILE
+
+    scores = span_scores and span_scores.output("scores")
+    if not scores:
+        return []
+    with open(os.path.join(scores.uri, REPORT_FILE)) as f:
+        report = json.load(f)
+    where = f"span {report['span']}" if report["span"] else "the input"
+    if not report.get("score"):
+        lines = [f"Scores: nothing is served yet; {report['images']:,} images of {where} summarized ({scores.uri})"]
+    else:
+        threshold = (
+            f"{report['above_threshold']:,} above the model's threshold"
+            if report.get("above_threshold") is not None
+            else "the served model has no anomaly threshold"
+        )
+        lines = [
+            f"Scores of {where} by served version {report['scored_by']}: {report['images']:,} images, "
+            f"{report['score']} median {report['median']:.1f}, 99th percentile {report['p99']:.1f}; {threshold}",
+            f"  {os.path.join(scores.uri, 'scores.parquet')}, {MOST_ANOMALOUS_PNG}, {HISTOGRAM_PNG}",
+        ]
+    drift = drift_gate and drift_gate.output("report")
+    if drift:
+        with open(os.path.join(drift.uri, DRIFT_FILE)) as f:
+            result = json.load(f)
+        if result["compared_with"] is None:
+            lines.append("Drift gate: nothing earlier to compare with")
+        else:
+            drifted = [c["feature"] for c in result["comparisons"] if c["drifted"]]
+            verdict = f"drift in {', '.join(drifted)} ACCEPTED (--accept-drift)" if drifted else "no drift"
+            lines.append(f"Drift gate: span {result['span']} against span {result['compared_with']}: {verdict}")
+    return lines
+
+
+def model_names(evaluation_uri: str) -> list[str]:
+    """The evaluation's model names: ['candidate', 'baseline'] when it compared, else ['']."""
+    with open(os.path.join(evaluation_uri, "eval_config.json")) as f:
+        return [s.get("name", "") for s in json.load(f)["evalConfig"]["modelSpecs"]]
+
+
+def slice_metrics(evaluation_uri: str, model_name: str = "candidate") -> dict:
+    """{slice: {metric: value}}, slice '' being the whole split and '<digit>' each label, of the
+    candidate (or ``model_name``) model; an evaluation without baseline has one unnamed model."""
     import tensorflow_model_analysis as tfma
 
+    if "baseline" not in model_names(evaluation_uri):
+        model_name = None
     result = tfma.load_eval_result(evaluation_uri, model_name=model_name)
     metrics = {}
     for slice_key, values in result.slicing_metrics:
@@ -57,10 +103,8 @@ def evaluation_lines(evaluator: ComponentRun, served_version: int | None = None)
     evaluation, blessing = evaluator.output("evaluation"), evaluator.output("blessing")
     if not evaluation or not blessing:
         return []
-    with open(os.path.join(evaluation.uri, "eval_config.json")) as f:
-        model_names = [s.get("name", "") for s in json.load(f)["evalConfig"]["modelSpecs"]]
-    has_baseline = "baseline" in model_names
-    metrics = _slice_metrics(evaluation.uri, "candidate" if has_baseline else None)
+    has_baseline = "baseline" in model_names(evaluation.uri)
+    metrics = slice_metrics(evaluation.uri)
     overall = metrics.pop("", {})
     lines = [
         f"Evaluation on {overall.get('example_count', 0):,.0f} eval images (scores at the posterior mean): "
@@ -73,7 +117,7 @@ def evaluation_lines(evaluator: ComponentRun, served_version: int | None = None)
         worst = ", ".join(f"{digit} ({value:.1f})" for value, digit in by_digit[:_DIGIT_LINES])
         best = ", ".join(f"{digit} ({value:.1f})" for value, digit in by_digit[-_DIGIT_LINES:][::-1])
         lines.append(f"  hardest digits: {worst}; easiest: {best}")
-    baseline = _slice_metrics(evaluation.uri, "baseline") if has_baseline else {}
+    baseline = slice_metrics(evaluation.uri, "baseline") if has_baseline else {}
     if "neg_elbo" in baseline.get("", {}):
         diff = overall["neg_elbo"] - baseline[""]["neg_elbo"]
         served = f"the served model (version {served_version})" if served_version else "the served model"
@@ -142,11 +186,15 @@ def _reason(failure, slice_name: str = "", baseline: dict | None = None) -> str:
 
 
 def push_lines(pusher: ComponentRun, serving_model_dir: str) -> list[str]:
-    from components.pusher import ALREADY_SERVED_KEY
+    from components.pusher import ALREADY_SERVED_KEY, PINNED_KEY
 
     pushed = pusher.output("pushed_model")
     if pushed and _custom(pushed, "pushed") == 1:
-        return [f"Pushed: {_custom(pushed, 'pushed_destination')}"]
+        lines = [f"Pushed: {_custom(pushed, 'pushed_destination')}"]
+        pinned = _custom(pushed, PINNED_KEY)
+        if pinned:
+            lines.append(f"  TF Serving stays on pinned version {pinned} (vae-mnist serving unpin)")
+        return lines
     if pushed and _custom(pushed, ALREADY_SERVED_KEY):
         return [f"Not pushed: this model is already served as version {_custom(pushed, ALREADY_SERVED_KEY)}"]
     served = served_version(serving_model_dir)
@@ -155,7 +203,7 @@ def push_lines(pusher: ComponentRun, serving_model_dir: str) -> list[str]:
 
 
 def outcome_lines(components: dict[str, ComponentRun], serving_model_dir: str) -> list[str]:
-    lines = []
+    lines = span_lines(components.get("SpanScores"), components.get("DriftGate"))
     if "Trainer" in components:
         lines += training_lines(components["Trainer"])
     if "Evaluator" in components and components["Evaluator"].state in ("ran", "cached"):

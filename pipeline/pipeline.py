@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from components.data_gate import DataGate
+from components.drift_gate import DriftGate
 from components.evaluator import Evaluator
 from components.idx_example_gen import TRAIN_SPLIT, VALIDATION_SPLIT, IdxExampleGen
 from components.model_pictures import ModelPictures
 from components.pusher import Pusher
 from components.served_model import ServedModel
+from components.span_scores import SpanScores
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import eval_config
 
@@ -22,9 +25,13 @@ def create_pipeline(
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
     lookup_nonce: str | None = None,
 ) -> tfx.dsl.Pipeline:
-    """ExampleGen (train, valid, eval) -> StatisticsGen + curated schema -> ExampleValidator -> DataGate -> Transform ->
-    Trainer -> Evaluator (against the model served now) -> Pusher (blessed models only), and
-    ModelPictures beside the Evaluator.
+    """ExampleGen (train, valid, eval) -> StatisticsGen + curated schema -> ExampleValidator -> DataGate,
+    and ServedModel (the model served now) -> SpanScores (the new span scored by it) -> DriftGate;
+    both gates -> Transform -> Trainer (warm from the served model, if asked) -> Evaluator (against
+    the served model) -> Pusher (blessed models only), and ModelPictures beside the Evaluator.
+
+    The served model is looked up once, at the start: the same model scores the span, is the warm
+    start and is the baseline (one run pushes to a serving root at a time; see serving_layout).
 
     ``lookup_nonce`` keeps ServedModel out of the cache (default: a fresh token per call, i.e.
     per local run); the Kubeflow compiler passes the run-id placeholder instead.
@@ -50,7 +57,25 @@ def create_pipeline(
         # Statistics of x / 255 would repeat StatisticsGen's and cost more than the scaling itself.
         disable_statistics=True,
     )
-    transform.add_upstream_node(data_gate)  # no training on data the gate stopped
+    served_model = ServedModel(
+        serving_model_dir=config.serving_model_dir, lookup_nonce=lookup_nonce or uuid.uuid4().hex
+    )
+    # Scored whatever the gates decide: the images of a stopped span are the ones to look at.
+    span_scores = SpanScores(
+        examples=example_gen.outputs["examples"],
+        served_model=served_model.outputs["model"],
+        input_base=config.input_base,
+        dataset=config.dataset,
+    )
+    drift_gate = DriftGate(
+        scores=span_scores.outputs["scores"],
+        thresholds=json.dumps(config.drift_gate_thresholds, sort_keys=True),
+        accept_drift=config.accept_drift,
+    )
+    # No training on data either gate stopped.
+    transform.add_upstream_node(data_gate)
+    transform.add_upstream_node(drift_gate)
+    warm_start = {"base_model": served_model.outputs["model"]} if config.warm_start else {}
     trainer = tfx.components.Trainer(
         run_fn="model.trainer.run_fn",
         examples=transform.outputs["transformed_examples"],
@@ -60,14 +85,9 @@ def create_pipeline(
         train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[VALIDATION_SPLIT]),
         custom_config={"vae": config.vae.to_dict()},
+        **warm_start,
     )
     model_pictures = ModelPictures(model=trainer.outputs["model"], examples=example_gen.outputs["examples"])
-    served_model = ServedModel(
-        serving_model_dir=config.serving_model_dir, lookup_nonce=lookup_nonce or uuid.uuid4().hex
-    )
-    # Looked up once the candidate exists: the baseline is what is served when the Evaluator
-    # runs, not what was served before a long training, and a run the gate stopped reads nothing.
-    served_model.add_upstream_node(trainer)
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -97,10 +117,12 @@ def create_pipeline(
             schema_importer,
             example_validator,
             data_gate,
+            served_model,
+            span_scores,
+            drift_gate,
             transform,
             trainer,
             model_pictures,
-            served_model,
             evaluator,
             pusher,
         ],

@@ -20,32 +20,19 @@ from pipeline import rest_dialect
 REST_PORT, GRPC_PORT = 8501, 8500
 
 
-def models_config(model_name: str) -> str:
-    """tensorflow_model_server's --model_config_file, for the serving root mounted at /models."""
-    return (
-        "model_config_list {\n"
-        "  config {\n"
-        f'    name: "{model_name}"\n'
-        f'    base_path: "/models/{model_name}"\n'
-        '    model_platform: "tensorflow"\n'
-        "  }\n"
-        "}\n"
-    )
-
-
-def write_models_config(serving_root: str, model_name: str) -> str:
-    path = os.path.join(serving_root, "models.config")
-    os.makedirs(serving_root, exist_ok=True)
-    with open(path, "w") as f:
-        f.write(models_config(model_name))
-    return path
+CONFIG_POLL_SECONDS = 30  # TF Serving re-reads models.config this often: a pin takes effect by then
 
 
 def docker_command(serving_root: str) -> str:
-    """The line to paste into a shell: the mount is quoted, so a path with spaces stays one argument."""
+    """The line to paste into a shell: the mount is quoted, so a path with spaces stays one
+    argument; TF Serving re-reads models.config, so ``vae-mnist serving pin`` needs no restart."""
+    from components.serving_layout import DOCKER_MOUNT, MODELS_CONFIG
+
     return (
         f"docker run --rm -p {GRPC_PORT}:{GRPC_PORT} -p {REST_PORT}:{REST_PORT} "
-        f"-v {shlex.quote(serving_root + ':/models')} tensorflow/serving --model_config_file=/models/models.config"
+        f"-v {shlex.quote(f'{serving_root}:{DOCKER_MOUNT}')} tensorflow/serving "
+        f"--model_config_file={DOCKER_MOUNT}/{MODELS_CONFIG} "
+        f"--model_config_file_poll_wait_seconds={CONFIG_POLL_SECONDS}"
     )
 
 
