@@ -20,6 +20,8 @@ and validation splits hold the newest ``span_window`` spans (each span's own las
 validates), the eval split the newest span's eval images alone: a model is judged on the new data.
 The executor picks the spans itself: TFX resolves ``{SPAN}`` in a driver that LocalDagRunner runs
 and open-source Kubeflow does not, so what the driver chose is used only as the newest span.
+For the same reason Kubeflow's cache cannot see a new span arrive (the parameters stay the same),
+so a spanned pipeline compiled for Kubeflow passes the run's id as ``run_nonce``.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format, struct_pb2
 from tfx.components.example_gen import base_example_gen_executor, write_split
+from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
-from tfx.types import artifact_utils, standard_component_specs
+from tfx.types import artifact_utils, channel, component_spec, standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
 from components import idx_format, spans
@@ -257,9 +260,20 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         examples_utils.set_file_format(examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
 
 
+class IdxExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
+    """FileBasedExampleGen's spec and ``run_nonce``: a value that only keeps Kubeflow's cache from
+    answering for a run that may find a new span (the executor ignores it)."""
+
+    PARAMETERS = {
+        **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
+        "run_nonce": component_spec.ExecutionParameter(type=str, optional=True),
+    }
+
+
 class IdxExampleGen(FileBasedExampleGen):
     """ExampleGen over a directory of IDX files, one images/labels pair per split."""
 
+    SPEC_CLASS = IdxExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(
@@ -270,6 +284,7 @@ class IdxExampleGen(FileBasedExampleGen):
         validation_fraction: float = 0.0,
         spanned: bool = False,
         span_window: int = 1,
+        run_nonce: str | None = None,
     ):
         """``spanned``: ``input_base`` holds span-<N>/ directories; the newest ``span_window`` are read."""
         options = struct_pb2.Struct()
@@ -283,15 +298,23 @@ class IdxExampleGen(FileBasedExampleGen):
         )
         custom_config = example_gen_pb2.CustomConfig()
         custom_config.custom_config.Pack(options)
-        super().__init__(
-            input_base=input_base,
-            input_config=example_gen_pb2.Input(
-                splits=[
-                    example_gen_pb2.Input.Split(
-                        name=name, pattern=f"{SPAN_PATTERN}/{files.pattern}" if spanned else files.pattern
-                    )
-                    for name, files in dataset.splits.items()
-                ]
-            ),
-            custom_config=custom_config,
+        input_config = example_gen_pb2.Input(
+            splits=[
+                example_gen_pb2.Input.Split(
+                    name=name, pattern=f"{SPAN_PATTERN}/{files.pattern}" if spanned else files.pattern
+                )
+                for name, files in dataset.splits.items()
+            ]
         )
+        spec = IdxExampleGenSpec(
+            input_base=input_base,
+            input_config=input_config,
+            output_config=example_gen_utils.make_default_output_config(input_config),
+            custom_config=custom_config,
+            output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
+            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+            examples=channel.Channel(type=standard_artifacts.Examples),
+            run_nonce=run_nonce,
+        )
+        # FileBasedExampleGen's own __init__ builds its own spec class; its base takes ours.
+        super(FileBasedExampleGen, self).__init__(spec=spec)

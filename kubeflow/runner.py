@@ -147,7 +147,7 @@ def compile_job(config: PipelineConfig, cluster: ClusterConfig, target: str = "k
         output_dir=os.getcwd(),  # unused: write_out=False
     )
     # No metadata config: the cluster's ML Metadata is used.
-    job = runner.run(create_pipeline(config, lookup_nonce=RUN_ID_PLACEHOLDER), write_out=False)
+    job = runner.run(create_pipeline(config, kubeflow_run_id=RUN_ID_PLACEHOLDER), write_out=False)
     # KFP runs a spec without a pipeline root in its own default store (minio://), which
     # TensorFlow cannot write; the PipelineJob for Vertex carries it as gcsOutputDirectory.
     job["pipelineSpec"]["defaultPipelineRoot"] = config.pipeline_root

@@ -23,7 +23,7 @@ from pipeline.evaluation import eval_config
 def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
-    lookup_nonce: str | None = None,
+    kubeflow_run_id: str | None = None,
 ) -> tfx.dsl.Pipeline:
     """ExampleGen (train, valid, eval) -> StatisticsGen + curated schema -> ExampleValidator -> DataGate,
     and ServedModel (the model served now) -> SpanScores (the new span scored by it) -> DriftGate;
@@ -33,8 +33,8 @@ def create_pipeline(
     The served model is looked up once, at the start: the same model scores the span, is the warm
     start and is the baseline (one run pushes to a serving root at a time; see serving_layout).
 
-    ``lookup_nonce`` keeps ServedModel out of the cache (default: a fresh token per call, i.e.
-    per local run); the Kubeflow compiler passes the run-id placeholder instead.
+    ServedModel must never answer from cache: it gets a fresh token per call (per local run), or
+    ``kubeflow_run_id``, the run-id placeholder the Kubeflow compiler passes.
     """
     example_gen = IdxExampleGen(
         input_base=config.input_base,
@@ -43,6 +43,8 @@ def create_pipeline(
         validation_fraction=config.validation_fraction,
         spanned=config.reads_spans,
         span_window=config.span_window,
+        # Locally TFX's driver finds new spans; Kubeflow's cache needs the run's id to miss.
+        run_nonce=kubeflow_run_id if config.reads_spans else None,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_file)
@@ -58,7 +60,7 @@ def create_pipeline(
         disable_statistics=True,
     )
     served_model = ServedModel(
-        serving_model_dir=config.serving_model_dir, lookup_nonce=lookup_nonce or uuid.uuid4().hex
+        serving_model_dir=config.serving_model_dir, lookup_nonce=kubeflow_run_id or uuid.uuid4().hex
     )
     # Scored whatever the gates decide: the images of a stopped span are the ones to look at.
     span_scores = SpanScores(

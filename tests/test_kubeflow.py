@@ -287,8 +287,10 @@ def test_serving_manifests():
     assert deployment["spec"]["selector"]["matchLabels"] == pod["metadata"]["labels"] == service["spec"]["selector"]
     [container] = pod["spec"]["containers"]
     assert container["image"].startswith("tensorflow/serving:")
-    assert "--model_name=vae-mnist" in container["args"]
-    assert any(a.startswith("--model_base_path=") for a in container["args"])
+    # A pin (models.config's model_version_policy) holds only where TF Serving reads models.config.
+    assert "--model_config_file=gs://YOUR_BUCKET/serving/models.config" in container["args"]
+    assert "--model_config_file_poll_wait_seconds=30" in container["args"]
+    assert not any(a.startswith(("--model_base_path=", "--model_name=")) for a in container["args"])
     assert container["readinessProbe"]["httpGet"] == {"path": "/v1/models/vae-mnist", "port": 8501}
     assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
     with open(os.path.join(REPO, "kubeflow", "serving", "gpu-patch.yaml")) as f:

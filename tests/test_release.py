@@ -165,9 +165,9 @@ def release_runs(tmp_path_factory, small_mnist, without_ones) -> dict[str, Outco
 def test_second_identical_run_is_cached_and_pushes_nothing(release_runs):
     assert "BLESSED" in release_runs["good"].lines and len(release_runs["good"].served) > 0
     again = release_runs["again"]
-    # The served model is looked up afresh every run, so the Evaluator and Pusher look again;
-    # everything else comes from the cache.
-    fresh = ("ServedModel", "Evaluator", "Pusher")
+    # The served model is looked up afresh every run, so what reads it (the span scores, the drift
+    # gate, the Evaluator and Pusher) runs again; everything else comes from the cache.
+    fresh = ("ServedModel", "SpanScores", "DriftGate", "Evaluator", "Pusher")
     assert again.states == {node: "ran" if node in fresh else "cached" for node in again.states}
     [version] = {path.split("/")[0] for path in again.served}
     assert any(line.startswith("  against the served model (version ") for line in again.lines)

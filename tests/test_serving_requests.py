@@ -89,6 +89,10 @@ def test_the_docker_line_survives_spaces_in_paths():
 
     line = serving.docker_command("/data/my models/serving")
     assert "/data/my models/serving:/models" in shlex.split(line)
+    # TF Serving re-reads models.config, so a pin (vae-mnist serving pin) takes effect without a restart.
+    assert {"--model_config_file=/models/models.config", "--model_config_file_poll_wait_seconds=30"} <= set(
+        shlex.split(line)
+    )
 
 
 class ModelServer:
