@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from components import serving_layout, spans
 from components.idx_example_gen import SPANS_KEY
-from components.span_scores import MOST_ANOMALOUS_PNG, REPORT_FILE, SCORES_FILE, read_rows
+from components.span_scores import MOST_ANOMALOUS_PNG, REPORT_FILE, read_rows
 from model.export import EXTRA_DIR, WARMUP_FILE
 from model.trainer import read_training_record
 from pipeline import cli, run_report

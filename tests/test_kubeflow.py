@@ -4,6 +4,7 @@ proto), the image can import every module the spec runs; the serving manifests p
 tests/test_kubeflow_run.py executes the compiled spec."""
 
 import ast
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -55,7 +56,9 @@ def test_every_local_component_is_a_task_with_the_same_dependencies(compiled):
     assert set(spec.root.dag.tasks) == {c.id for c in local.components}
     for component in local.components:
         assert set(spec.root.dag.tasks[component.id].dependent_tasks) == {u.id for u in component.upstream_nodes}
-    assert "DataGate" in spec.root.dag.tasks["Transform"].dependent_tasks  # no training on gated data
+    # No training on gated data; the span is scored whatever the gates decide.
+    assert {"DataGate", "DriftGate"} <= set(spec.root.dag.tasks["Transform"].dependent_tasks)
+    assert set(spec.root.dag.tasks["SpanScores"].dependent_tasks) == {"IdxExampleGen", "ServedModel"}
     assert "ServedModel" in spec.root.dag.tasks["Evaluator"].dependent_tasks
 
 
@@ -99,6 +102,19 @@ def test_a_component_without_resources_fails_the_compile(compiled, monkeypatch):
     monkeypatch.delitem(runner.RESOURCE_CLASSES, "ModelPictures")
     with pytest.raises(ValueError, match="component 'ModelPictures' has no Kubeflow resources"):
         runner.compile_job(config, ClusterConfig(image=IMAGE))
+
+
+def test_a_spanned_pipeline_ingests_afresh_on_every_run(compiled, tmp_path):
+    """KFP's cache key is the task's inputs; with spans they stay the same while a new span
+    arrives, so IdxExampleGen gets the run's id (and an unspanned input keeps its cache)."""
+    config, documents, _, _ = compiled
+    assert "run_nonce" not in documents[0]["root"]["dag"]["tasks"]["IdxExampleGen"]["inputs"]["parameters"]
+    spanned = dataclasses.replace(config, spans=True, warm_start=True, pipeline_root=ROOT)
+    job = runner.compile_job(spanned, ClusterConfig(image=IMAGE))
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    nonce = tasks["IdxExampleGen"]["inputs"]["parameters"]["run_nonce"]["runtimeValue"]["constant"]
+    assert nonce == "{{$.pipeline_job_uuid}}"
+    assert "ServedModel" in tasks["Trainer"]["dependentTasks"]  # the warm start's weights
 
 
 def test_the_served_model_lookup_is_never_cached(compiled):
