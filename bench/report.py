@@ -118,6 +118,35 @@ def bounds_section(results: list[dict]) -> list[str]:
     return lines
 
 
+def warm_start_section(result: dict | None) -> list[str]:
+    lines = ["", "## Warm start on a new span (`bench/warm_start.py`)", ""]
+    if not result:
+        return lines + ["No results yet."]
+    lines += [
+        f"Full MNIST in two spans ({result['span_images']['train']:,} training and {result['span_images']['eval']:,} "
+        f"test images each), preset `{result['preset']}`; test -ELBO (one sample) on all 10,000 MNIST test images.",
+        "",
+        "| run | weights | epochs | Trainer wall time | test -ELBO |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    runs = {"span 1": "span_1", "span 2, warm": "span_2_warm", "span 2, from scratch": "span_2_scratch"}
+    for label, key in runs.items():
+        run = result[key]
+        weights = "warm" if (run["warm_start"] or "").startswith("warm start") else "scratch"
+        lines.append(
+            f"| {label} | {weights} | {run['epochs_run']} | {run['trainer_wall_seconds']:.0f} s | "
+            f"{run['test_neg_elbo_single_sample']:.1f} |"
+        )
+    met = "met" if result["claim_met"] else "NOT met"
+    lines += [
+        "",
+        f"Warm minus scratch: {result['warm_minus_scratch_nats']:+.2f} nats at {result['trainer_time_fraction']:.2f} "
+        f"of the Trainer time. Target: within 1 nat in at most a third of the time: {met}. "
+        f"Measured {machine_line(result)}.",
+    ]
+    return lines
+
+
 def newest(name: str) -> dict | None:
     results = load(name)
     return results[-1] if results else None
@@ -192,6 +221,7 @@ def main() -> None:
         ]
     else:
         sections.append("No results yet.")
+    sections += warm_start_section(newest("warm_start"))
     anomaly = newest("anomaly_auroc")
     sections += ["", "## Anomaly detection (`bench/anomaly_auroc.py`)", ""]
     if anomaly:

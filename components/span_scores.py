@@ -114,7 +114,9 @@ def score(model_dir: str, images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def write_file(path: str, data: bytes) -> None:
-    """Writes through TFX's fileio: artifact URIs are gs:// paths on Kubeflow."""
+    """Writes through TFX's fileio: artifact URIs are gs:// paths on Kubeflow, and KFP's launcher
+    does not create an output artifact's directory."""
+    fileio.makedirs(os.path.dirname(path))
     with fileio.open(path, "wb") as f:
         f.write(data)
 

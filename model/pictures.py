@@ -121,12 +121,13 @@ def draw_all(model, images: np.ndarray, labels: np.ndarray, out_dir: str, seed: 
     serve, encode, decode, generate = (
         model.signatures[name] for name in ("serving_default", "encode", "decode", "generate")
     )
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)  # gs:// on Kubeflow, where the launcher creates no directory
     written = []
 
     def save(picture: Image.Image, name: str) -> None:
         path = os.path.join(out_dir, name)
-        picture.save(path, optimize=True)
+        with tf.io.gfile.GFile(path, "wb") as f:
+            picture.save(f, format="PNG", optimize=True)
         written.append(path)
 
     shown = first_of_each_label(labels, sets=3)

@@ -160,6 +160,7 @@ class KfpHarness:
         running: dict[concurrent.futures.Future, str] = {}
         with concurrent.futures.ThreadPoolExecutor(self.parallelism) as pool:
             while len(runs) < len(tasks):
+                settled = len(runs)
                 for name in sorted(set(tasks) - set(runs) - set(running.values())):
                     needs = tasks[name].get("dependentTasks", [])
                     if not set(needs) <= set(runs):
@@ -169,9 +170,9 @@ class KfpHarness:
                     else:
                         running[pool.submit(self._run_task, spec, name, root, run_id, runs)] = name
                 if not running:
-                    if len(runs) < len(tasks):
+                    if len(runs) == settled:  # nothing ran and nothing was skipped: waiting on itself
                         raise ValueError(f"the DAG has a cycle among {sorted(set(tasks) - set(runs))}")
-                    break
+                    continue  # skips settled more tasks: look again
                 done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     runs[running.pop(future)] = future.result()
