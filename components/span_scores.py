@@ -3,7 +3,7 @@
 Each image of the newest span (or of an unspanned input directory) becomes one row of
 ``scores.parquet``: where it came from (``span``, ``split``: the IDX file's split, ``index`` in
 that file, ``label``), the per-image summaries the drift gate compares (``SUMMARIES``) and every
-per-image score the served model's ``serving_default`` returns (``neg_elbo``,
+per-image score the served model's ``score_tf_example`` signature returns (``neg_elbo``,
 ``reconstruction_error``, ``kl``, ``pixel_mse``, and ``anomaly_score``/``is_anomaly`` where the
 model has them). ``previous.parquet`` holds the same rows for the span before it, the drift
 gate's reference. Beside them: ``report.json`` and two PNGs, the score histogram and the most
@@ -31,7 +31,7 @@ from tfx.types import standard_artifacts
 
 from components import datasets, spans
 from components.artifacts import ImageScores
-from components.idx_example_gen import SPANS_KEY
+from components.idx_example_gen import SPANS_KEY, serialize_examples
 from components.served_model import SERVED_VERSION_KEY, is_nothing_served
 
 SCORES_FILE, PREVIOUS_FILE, REPORT_FILE = "scores.parquet", "previous.parquet", "report.json"
@@ -100,13 +100,30 @@ def read_span(input_base: str, spec: datasets.DatasetSpec, span: int | None) -> 
 
 
 def score(model_dir: str, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Every per-image output ([N]) of the model's ``serving_default`` signature."""
+    """Every per-image output ([N]) of the model's ``score_tf_example`` signature (the scores
+    alone, without 784 reconstructed pixels per image), or of ``serving_default`` for a model
+    without it; {} for a model with neither."""
     import tensorflow as tf
 
-    signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+    signatures = tf.saved_model.load(model_dir).signatures
+    if "score_tf_example" in signatures:
+        labels = np.zeros(len(images), np.int64)  # not read: the serving signatures parse the image alone
+
+        def call(batch):
+            examples = serialize_examples(batch, labels[: len(batch)])
+            return signatures["score_tf_example"](examples=tf.constant(examples))
+
+    elif "serving_default" in signatures:
+
+        def call(batch):
+            return signatures["serving_default"](image=tf.constant(batch, tf.int64))
+
+    else:
+        logging.warning("The served model has neither score_tf_example nor serving_default: not scored")
+        return {}
     columns: dict[str, list] = {}
     for start in range(0, len(images), _BATCH):
-        outputs = signature(image=tf.constant(images[start : start + _BATCH], tf.int64))
+        outputs = call(images[start : start + _BATCH])
         for name, value in outputs.items():
             if value.shape.rank == 1:
                 columns.setdefault(name, []).append(value.numpy())
