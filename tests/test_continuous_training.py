@@ -195,3 +195,29 @@ def test_every_pushed_version_has_warm_up_requests_tf_serving_can_replay(story):
         answer = run_like_tf_serving(version_dir, request.model_spec.signature_name, feeds)
         assert answer["neg_elbo"].shape == (len(next(iter(feeds.values()))),)
         assert np.isfinite(answer["neg_elbo"]).all()
+
+
+def test_warm_start_loads_the_served_weights_only_into_the_same_architecture(story, mnist_arrays):
+    from model.config import preset
+    from model.trainer import warm_start
+    from model.vae import build_vae
+
+    config, _, runs = story
+    served = os.path.join(config.serving_model_dir, str(runs[2].versions[-1]))
+    images = mnist_arrays["eval"][0][:16].reshape(16, -1).astype(np.int64)
+    served_z = tf.saved_model.load(served).signatures["encode"](image=tf.constant(images))["z_mean"].numpy()
+
+    same = build_vae(preset("smoke"))
+    warm, how = warm_start(same, served)
+    assert warm and how == f"warm start from the served model ({served})"
+    z_mean, _ = same.encoder(tf.constant(images / 255.0, tf.float32))
+    np.testing.assert_allclose(z_mean.numpy(), served_z, rtol=1e-5, atol=1e-6)  # the served model's encoder
+
+    other = build_vae(preset("smoke").replace(latent_dim=3, activation="elu"))
+    untouched = [w.numpy() for w in other.weights]
+    warm, how = warm_start(other, served)
+    changed = "latent_dim 2 -> 3, activation relu -> elu"
+    assert not warm and how == f"the architecture differs from the served model's ({changed}): trained from scratch"
+    for before, after in zip(untouched, other.weights, strict=True):
+        np.testing.assert_array_equal(before, after.numpy())
+    assert warm_start(other, None) == (False, "no model is served yet: trained from scratch")
