@@ -74,6 +74,7 @@ def trainer_run_fn_under_mixed_precision(graph_uri: str, examples_uri: str, work
         transform_output = graph_uri
         model_run_dir = os.path.join(workdir, "model_run")
         serving_model_dir = os.path.join(workdir, "serving_model")
+        base_model = None  # no warm start
         custom_config = {"vae": VaeConfig(batch_size=64, epochs=2, mixed_precision=True).to_dict()}
 
     trainer.run_fn(FnArgs)

@@ -67,7 +67,9 @@ def test_label_out_of_range_stops_the_run_at_the_gate(tmp_path, small_mnist, cap
     assert "run stopped" in err
     assert "split 'train', feature 'label': Out-of-range values: Unexpectedly large value: 11." in err
     config = PipelineConfig(output_dir=str(out))
-    assert states(config) == {**dict.fromkeys(DATA_STAGES[:-1], "ran"), "DataGate": "FAILED"}  # no Transform
+    # No Transform; the data was still scored and compared (nothing served, no earlier span).
+    scored = dict.fromkeys(("ServedModel", "SpanScores", "DriftGate"), "ran")
+    assert states(config) == {**dict.fromkeys(DATA_STAGES[:-1], "ran"), **scored, "DataGate": "FAILED"}
 
 
 def test_pixel_out_of_range_stops_the_run_at_the_gate(tmp_path, small_mnist):
