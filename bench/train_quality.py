@@ -100,7 +100,7 @@ def evaluate(model_dir: str, images: np.ndarray, labels: np.ndarray, iw_k: int, 
         "test_reconstruction": float((single - kl).mean()),
         "test_kl": float(kl.mean()),
         **{f"test_{name}": float(values.mean()) for name, values in gated.items()},
-        "test_iw_nll": float(iw_nll.mean()),
+        "test_iw_nll": float(iw_nll.mean()) if iw_nll.size else float("nan"),  # none asked for
         "iw_k": iw_k,
         "iw_images": len(iw_nll),
         "per_digit": per_digit,

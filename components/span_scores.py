@@ -6,8 +6,8 @@ that file, ``label``), the per-image summaries the drift gate compares (``SUMMAR
 per-image score the served model's ``score_tf_example`` signature returns (``neg_elbo``,
 ``reconstruction_error``, ``kl``, ``pixel_mse``, and ``anomaly_score``/``is_anomaly`` where the
 model has them). ``previous.parquet`` holds the same rows for the span before it, the drift
-gate's reference. Beside them: ``report.json`` and two PNGs, the score histogram and the most
-anomalous images.
+gate's reference; only its eval images are scored (the gate compares scores on those alone).
+Beside them: ``report.json`` and two PNGs, the score histogram and the most anomalous images.
 
 Why not TFX's BulkInferrer: it infers with the run's own candidate and only once it is blessed,
 so it cannot score a span the drift gate stops, and it writes PredictionLog protos, which pandas
@@ -99,18 +99,18 @@ def read_span(input_base: str, spec: datasets.DatasetSpec, span: int | None) -> 
     return rows, images
 
 
-def score(model_dir: str, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Every per-image output ([N]) of the model's ``score_tf_example`` signature (the scores
-    alone, without 784 reconstructed pixels per image), or of ``serving_default`` for a model
-    without it; {} for a model with neither."""
+def scorer(model_dir: str):
+    """Loads the model once; returns images [n, 784] -> every per-image output ([n]) of its
+    ``score_tf_example`` signature (the scores alone, without 784 reconstructed pixels per
+    image), or of ``serving_default`` for a model without it; {} for a model with neither."""
     import tensorflow as tf
 
     signatures = tf.saved_model.load(model_dir).signatures
     if "score_tf_example" in signatures:
-        labels = np.zeros(len(images), np.int64)  # not read: the serving signatures parse the image alone
 
         def call(batch):
-            examples = serialize_examples(batch, labels[: len(batch)])
+            # The label is not read: the serving signatures parse the image alone.
+            examples = serialize_examples(batch, np.zeros(len(batch), np.int64))
             return signatures["score_tf_example"](examples=tf.constant(examples))
 
     elif "serving_default" in signatures:
@@ -120,14 +120,17 @@ def score(model_dir: str, images: np.ndarray) -> dict[str, np.ndarray]:
 
     else:
         logging.warning("The served model has neither score_tf_example nor serving_default: not scored")
-        return {}
-    columns: dict[str, list] = {}
-    for start in range(0, len(images), _BATCH):
-        outputs = call(images[start : start + _BATCH])
-        for name, value in outputs.items():
-            if value.shape.rank == 1:
-                columns.setdefault(name, []).append(value.numpy())
-    return {name: np.concatenate(parts) for name, parts in sorted(columns.items())}
+        return lambda images: {}
+
+    def score(images: np.ndarray) -> dict[str, np.ndarray]:
+        columns: dict[str, list] = {}
+        for start in range(0, len(images), _BATCH):
+            for name, value in call(images[start : start + _BATCH]).items():
+                if value.shape.rank == 1:
+                    columns.setdefault(name, []).append(value.numpy())
+        return {name: np.concatenate(parts) for name, parts in sorted(columns.items())}
+
+    return score
 
 
 def write_file(path: str, data: bytes) -> None:
@@ -141,12 +144,6 @@ def write_file(path: str, data: bytes) -> None:
 def read_rows(scores_uri: str, file_name: str = SCORES_FILE) -> pd.DataFrame:
     with fileio.open(os.path.join(scores_uri, file_name), "rb") as f:
         return pd.read_parquet(io.BytesIO(f.read()))
-
-
-def _png(picture) -> bytes:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
 
 
 def ranking_score(rows: pd.DataFrame) -> str | None:
@@ -172,9 +169,9 @@ def report(rows: pd.DataFrame, images: np.ndarray, output_dir: str) -> dict:
         }
     )
     worst = np.argsort(-values)[:_MOST_ANOMALOUS]
-    write_file(os.path.join(output_dir, MOST_ANOMALOUS_PNG), _png(pictures.grid(images[worst] / 255.0, columns=10)))
+    pictures.save(pictures.grid(images[worst] / 255.0, columns=10), os.path.join(output_dir, MOST_ANOMALOUS_PNG))
     title = f"{name} of span {figures['span']} ({len(values):,} images)"
-    write_file(os.path.join(output_dir, HISTOGRAM_PNG), _png(pictures.histogram(values, title)))
+    pictures.save(pictures.histogram(values, title), os.path.join(output_dir, HISTOGRAM_PNG))
     return figures
 
 
@@ -190,18 +187,21 @@ def SpanScores(  # noqa: N802
     served model, and writes the rows, the report and the pictures into ``scores``."""
     span = examples.span if examples.has_custom_property(SPANS_KEY) else None
     spec = datasets.get(dataset)
-    model_dir = None if is_nothing_served(served_model) else os.path.join(served_model.uri, "Format-Serving")
+    nothing_served = is_nothing_served(served_model)
+    score = (lambda images: {}) if nothing_served else scorer(os.path.join(served_model.uri, "Format-Serving"))
+
+    rows, images = read_span(input_base, spec, span)
+    rows = rows.assign(**score(images))
+    write_file(os.path.join(scores.uri, SCORES_FILE), rows.to_parquet(index=False))
+    figures = report(rows, images, scores.uri)
+
     earlier = [s for s in spans.find_spans(input_base) if s < span] if span else []
-    for file_name, which in ((SCORES_FILE, span), (PREVIOUS_FILE, max(earlier, default=None))):
-        if file_name == PREVIOUS_FILE and which is None:
-            continue  # the first span (or no spans): nothing to compare with
-        rows, images = read_span(input_base, spec, which)
-        if model_dir:
-            for name, values in score(model_dir, images).items():
-                rows[name] = values
-        write_file(os.path.join(scores.uri, file_name), rows.to_parquet(index=False))
-        if file_name == SCORES_FILE:
-            figures = report(rows, images, scores.uri)
+    if earlier:  # the drift gate's reference; the first span (or no spans) has none
+        previous, images = read_span(input_base, spec, max(earlier))
+        held_out = (previous["split"] == "eval").to_numpy()
+        for name, values in score(images[held_out]).items():
+            previous.loc[held_out, name] = values
+        write_file(os.path.join(scores.uri, PREVIOUS_FILE), previous.to_parquet(index=False))
     figures["scored_by"] = served_model.get_int_custom_property(SERVED_VERSION_KEY)  # 0: nothing served
     write_file(os.path.join(scores.uri, REPORT_FILE), json.dumps(figures, indent=1).encode())
     scores.set_int_custom_property("images", figures["images"])

@@ -86,6 +86,17 @@ def scatter(points: np.ndarray, labels: np.ndarray, title: str, size: int = 560)
     return image
 
 
+def save(picture: Image.Image, path: str) -> str:
+    """Writes a PNG through TensorFlow's file system layer (gs:// artifact URIs on Kubeflow, where
+    the launcher creates no output directory); returns the path."""
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "wb") as f:
+        picture.save(f, format="PNG", optimize=True)
+    return path
+
+
 def histogram(values: np.ndarray, title: str, bins: int = 40, size: tuple[int, int] = (640, 320)) -> Image.Image:
     """A histogram of ``values`` (the central 99.8 %; the rest counted in the title), x range labelled."""
     width, height = size
@@ -121,20 +132,16 @@ def draw_all(model, images: np.ndarray, labels: np.ndarray, out_dir: str, seed: 
     serve, encode, decode, generate = (
         model.signatures[name] for name in ("serving_default", "encode", "decode", "generate")
     )
-    tf.io.gfile.makedirs(out_dir)  # gs:// on Kubeflow, where the launcher creates no directory
     written = []
 
-    def save(picture: Image.Image, name: str) -> None:
-        path = os.path.join(out_dir, name)
-        with tf.io.gfile.GFile(path, "wb") as f:
-            picture.save(f, format="PNG", optimize=True)
-        written.append(path)
+    def save_as(picture: Image.Image, name: str) -> None:
+        written.append(save(picture, os.path.join(out_dir, name)))
 
     shown = first_of_each_label(labels, sets=3)
     reconstructed = serve(image=tf.constant(images[shown], tf.int64))["reconstruction"].numpy()
-    save(reconstruction_rows(images[shown] / 255.0, reconstructed), "reconstructions.png")
+    save_as(reconstruction_rows(images[shown] / 255.0, reconstructed), "reconstructions.png")
     samples = generate(count=tf.constant(64), seed=tf.constant(seed, tf.int64))["images"].numpy()
-    save(grid(samples, columns=8), "samples.png")
+    save_as(grid(samples, columns=8), "samples.png")
     z = np.concatenate(
         [
             encode(image=tf.constant(images[i : i + 1000], tf.int64))["z_mean"].numpy()
@@ -143,7 +150,7 @@ def draw_all(model, images: np.ndarray, labels: np.ndarray, out_dir: str, seed: 
     )
     if z.shape[1] == 2:
         points = manifold_points()
-        save(grid(decode(z=tf.constant(points))["images"].numpy(), columns=20, scale=1, pad=0), "manifold.png")
+        save_as(grid(decode(z=tf.constant(points))["images"].numpy(), columns=20, scale=1, pad=0), "manifold.png")
     plane, title = principal_plane(z)
-    save(scatter(plane, labels, title), "latent_scatter.png")
+    save_as(scatter(plane, labels, title), "latent_scatter.png")
     return written

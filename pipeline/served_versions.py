@@ -14,6 +14,7 @@ import os
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.io import fileio
 
 from components import serving_layout
 
@@ -80,7 +81,7 @@ def pushed_versions(model_dir: str, metadata_path: str) -> list[PushedVersion]:
     pushes = lineage.pushes() if lineage else {}
     rows = []
     for version in serving_layout.versions(model_dir):
-        complete = serving_layout.fileio.exists(os.path.join(model_dir, str(version), serving_layout.SAVED_MODEL_FILE))
+        complete = fileio.exists(os.path.join(model_dir, str(version), serving_layout.SAVED_MODEL_FILE))
         row = PushedVersion(version, complete)
         if version in pushes:
             evaluation, row.span = lineage.evaluation_of(pushes[version])

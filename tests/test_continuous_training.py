@@ -138,16 +138,18 @@ def test_a_drifted_span_is_stopped_with_a_named_reason_pushes_nothing_and_is_sco
 def test_the_served_models_score_sees_a_half_turn(story, mnist_arrays):
     """What the pixel summaries cannot see (tests/test_drift.py) the served model's score does."""
     from components.drift_gate import DEFAULT_THRESHOLDS, compare
-    from components.span_scores import score
+    from components.span_scores import scorer
 
     config, _, _ = story
     images = mnist_arrays["eval"][0][5000:7000]
     model_dir = os.path.join(config.serving_model_dir, str(serving_layout.served_version(config.serving_model_dir)))
 
+    score = scorer(model_dir)
+
     def frame(pixels):
         import pandas as pd
 
-        return pd.DataFrame({"split": "eval", **score(model_dir, pixels.reshape(len(pixels), -1))})
+        return pd.DataFrame({"split": "eval", **score(pixels.reshape(len(pixels), -1))})
 
     reference = frame(mnist_arrays["eval"][0][:2000])
     clean, turned = frame(images), frame(np.rot90(images, 2, axes=(1, 2)))
