@@ -7,7 +7,8 @@ per-image score the served model's ``score_tf_example`` signature returns (``neg
 ``reconstruction_error``, ``kl``, ``pixel_mse``, and ``anomaly_score``/``is_anomaly`` where the
 model has them). ``previous.parquet`` holds the same rows for the span before it, the drift
 gate's reference; only its eval images are scored (the gate compares scores on those alone).
-Beside them: ``report.json`` and two PNGs, the score histogram and the most anomalous images.
+Beside them: ``report.json`` and three PNGs: the score histogram, the most and the least anomalous
+images (ranked by ``anomaly_score``, or ``neg_elbo`` for a served model exported without it).
 
 Why not TFX's BulkInferrer: it infers with the run's own candidate and only once it is blessed,
 so it cannot score a span the drift gate stops, and it writes PredictionLog protos, which pandas
@@ -35,11 +36,10 @@ from components.idx_example_gen import SPANS_KEY, serialize_examples
 from components.served_model import SERVED_VERSION_KEY, is_nothing_served
 
 SCORES_FILE, PREVIOUS_FILE, REPORT_FILE = "scores.parquet", "previous.parquet", "report.json"
-HISTOGRAM_PNG, MOST_ANOMALOUS_PNG = "score_histogram.png", "most_anomalous.png"
+HISTOGRAM_PNG = "score_histogram.png"
 SUMMARIES = ("ink", "row_spread", "col_spread", "slant")  # per-image, model-free: see summarize()
 RANKING_SCORES = ("anomaly_score", "neg_elbo")  # the first the served model outputs ranks the images
 _BATCH = 2000
-_MOST_ANOMALOUS = 40
 
 
 def summarize(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -168,8 +168,7 @@ def report(rows: pd.DataFrame, images: np.ndarray, output_dir: str) -> dict:
             "above_threshold": int(rows["is_anomaly"].sum()) if "is_anomaly" in rows else None,
         }
     )
-    worst = np.argsort(-values)[:_MOST_ANOMALOUS]
-    pictures.save(pictures.grid(images[worst] / 255.0, columns=10), os.path.join(output_dir, MOST_ANOMALOUS_PNG))
+    pictures.save_extremes(images, values, output_dir)
     title = f"{name} of span {figures['span']} ({len(values):,} images)"
     pictures.save(pictures.histogram(values, title), os.path.join(output_dir, HISTOGRAM_PNG))
     return figures

@@ -41,6 +41,9 @@ class VaeConfig:
     # Input: "memory" loads the transformed split once into RAM (the fastest path for MNIST-sized
     # data); "stream" reads it from disk every epoch (for data larger than RAM).
     input_mode: str = "memory"
+    # The anomaly threshold: the served ``anomaly_score`` above which ``is_anomaly`` is true, set
+    # after training so that this fraction of the validation split is flagged.
+    anomaly_false_positive_rate: float = 0.01
     mixed_precision: bool = False  # float16 compute on GPUs
     seed: int = 42
 
@@ -57,6 +60,10 @@ class VaeConfig:
             raise ValueError(f"VaeConfig.learning_rate must be positive, got {self.learning_rate!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"VaeConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if not 0 < self.anomaly_false_positive_rate < 1:
+            raise ValueError(
+                f"VaeConfig.anomaly_false_positive_rate must be in (0, 1), got {self.anomaly_false_positive_rate!r}"
+            )
         if self.input_mode not in ("memory", "stream"):
             raise ValueError(f"VaeConfig.input_mode must be 'memory' or 'stream', got {self.input_mode!r}")
 

@@ -3,12 +3,14 @@
 - ``serving_default``: ``image`` int64 [N, 784], raw pixels 0-255 ->
   ``reconstruction`` float [N, 784] in [0, 1]; ``reconstruction_error``, ``kl``, ``neg_elbo``
   float [N] in nats; ``pixel_mse`` float [N], the reconstruction's mean squared error over the
-  pixels (in [0, 1] units); ``z_mean``, ``z_log_var`` float [N, latent].
+  pixels (in [0, 1] units); ``anomaly_score`` float [N] (nats; model/anomaly.py) and
+  ``is_anomaly`` bool [N], the score above the threshold calibrated on the validation split;
+  ``z_mean``, ``z_log_var`` float [N, latent].
 - ``serving_tf_example``: ``examples`` string [N], serialized tf.Examples holding ``image`` ->
   the same outputs (for batch scoring).
 - ``score_tf_example``: ``examples`` string [N] -> only the per-image scores ``neg_elbo``,
-  ``reconstruction_error``, ``kl``, ``pixel_mse`` [N]: what the Evaluator needs, without 784
-  reconstructed pixels per image to carry through TFMA.
+  ``reconstruction_error``, ``kl``, ``pixel_mse``, ``anomaly_score``, ``is_anomaly`` [N]: what
+  the Evaluator and batch scoring need, without 784 reconstructed pixels per image to carry.
 - ``encode``: ``image`` int64 [N, 784] -> ``z_mean``, ``z_log_var`` float [N, latent].
 - ``decode``: ``z`` float [N, latent] -> ``images`` float [N, 784] in [0, 1].
 - ``generate``: ``count`` int32 scalar, 1 to ``MAX_GENERATE`` (10,000), ``seed`` int64 scalar
@@ -21,7 +23,8 @@ Beside the SavedModel, in ``assets.extra/`` (copied with it, ignored by the TF l
 ``tf_serving_warmup_requests``, a few real requests as TF Serving ``PredictionLog`` records that
 TF Serving replays when it loads the version, so the first client request is not the slow one
 (tensorflow_serving/g3doc/saved_model_warmup.md); and ``vae_config.json``, the architecture, so
-a warm start can tell whether the served model's weights fit a new network.
+a warm start can tell whether the served model's weights fit a new network, with the anomaly
+calibration (threshold, false-positive rate) for people and reports.
 
 Scores are deterministic: the reconstruction decodes the posterior mean, and
 ``reconstruction_error`` is the BCE (nats) of that reconstruction against the input, so
@@ -40,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from model import anomaly
 from model.features import IMAGE_KEY, LABEL_KEY, NUM_PIXELS, PIXELS_KEY
 from model.losses import kl_nats, reconstruction_nats
 from model.vae import Vae
@@ -48,12 +52,14 @@ MAX_GENERATE = 10_000  # images per generate request: 31 MB of output
 EXTRA_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 CONFIG_FILE = "vae_config.json"
-SCORES = ("neg_elbo", "reconstruction_error", "kl", "pixel_mse")  # per image, what the Evaluator averages
+# Per image, what the Evaluator averages (the mean of is_anomaly: the share of images flagged).
+SCORES = ("neg_elbo", "reconstruction_error", "kl", "pixel_mse", "anomaly_score", "is_anomaly")
 
 
 class ServingModule(tf.Module):
-    def __init__(self, vae: Vae, tf_transform_output: tft.TFTransformOutput):
+    def __init__(self, vae: Vae, tf_transform_output: tft.TFTransformOutput, calibration: anomaly.Calibration):
         super().__init__(name="vae_mnist")
+        self.anomaly_threshold = calibration.threshold
         self.encoder = vae.encoder
         self.decoder = vae.decoder
         self.latent_dim = vae.config.latent_dim
@@ -79,12 +85,16 @@ class ServingModule(tf.Module):
         reconstruction_error = reconstruction_nats(pixels, logits)
         kl = kl_nats(z_mean, z_log_var)
         reconstruction = tf.sigmoid(logits)
+        neg_elbo = reconstruction_error + kl
+        anomaly_score = anomaly.anomaly_score(neg_elbo, pixels)
         return {
             "reconstruction": reconstruction,
             "reconstruction_error": reconstruction_error,
             "kl": kl,
-            "neg_elbo": reconstruction_error + kl,
+            "neg_elbo": neg_elbo,
             "pixel_mse": tf.reduce_mean(tf.square(reconstruction - pixels), axis=-1),
+            "anomaly_score": anomaly_score,
+            "is_anomaly": anomaly_score > self.anomaly_threshold,
             "z_mean": z_mean,
             "z_log_var": z_log_var,
         }
@@ -175,27 +185,40 @@ def warmup_logs(images: np.ndarray) -> list:
     return logs
 
 
-def read_architecture(export_dir: str) -> dict | None:
-    """The exported model's architecture (VaeConfig.architecture()), None if it did not record one."""
+def read_exported_config(export_dir: str) -> dict:
+    """The exported model's ``vae_config.json`` ({} for a model exported before it existed)."""
     path = os.path.join(export_dir, EXTRA_DIR, CONFIG_FILE)
     if not tf.io.gfile.exists(path):
-        return None
+        return {}
     with tf.io.gfile.GFile(path) as f:
-        return json.load(f)["architecture"]
+        return json.load(f)
+
+
+def read_architecture(export_dir: str) -> dict | None:
+    """The exported model's architecture (VaeConfig.architecture()), None if it did not record one."""
+    return read_exported_config(export_dir).get("architecture")
 
 
 def export_serving_model(
-    vae: Vae, tf_transform_output: tft.TFTransformOutput, export_dir: str, warmup_images: np.ndarray
+    vae: Vae,
+    tf_transform_output: tft.TFTransformOutput,
+    export_dir: str,
+    warmup_images: np.ndarray,
+    calibration: anomaly.Calibration,
 ) -> None:
     """Saves the signatures, then the warm-up requests (``warmup_images``: raw pixels [n, 784]) and
     the configuration into ``assets.extra/``."""
-    module = ServingModule(vae, tf_transform_output)
+    module = ServingModule(vae, tf_transform_output, calibration)
     tf.saved_model.save(module, export_dir, signatures=module.signatures())
     extra = os.path.join(export_dir, EXTRA_DIR)
     tf.io.gfile.makedirs(extra)
     with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as writer:
         for log in warmup_logs(warmup_images):
             writer.write(log.SerializeToString())
-    config = {"architecture": vae.config.architecture(), "config": vae.config.to_dict()}
+    config = {
+        "architecture": vae.config.architecture(),
+        "config": vae.config.to_dict(),
+        "anomaly": calibration.to_dict(),
+    }
     with tf.io.gfile.GFile(os.path.join(extra, CONFIG_FILE), "w") as f:
         json.dump(config, f, indent=1, sort_keys=True)

@@ -5,7 +5,9 @@
 - ``manifold.png`` (2-D latent spaces): the decoder over a grid of the latent plane, the grid
   placed at quantiles of N(0, 1) so it covers where the prior puts its mass;
 - ``latent_scatter.png``: each eval image's z_mean, coloured by digit (the first two principal
-  components when the latent space has more than two dimensions).
+  components when the latent space has more than two dimensions);
+- ``most_anomalous.png``, ``least_anomalous.png``: the eval images with the highest and the lowest
+  ``anomaly_score``, highest (lowest) first.
 
 Everything here takes arrays and the SavedModel's signatures, so it runs wherever the model does.
 """
@@ -125,6 +127,19 @@ def principal_plane(z: np.ndarray) -> tuple[np.ndarray, str]:
     return centred @ components[:2].T, f"z_mean ({z.shape[1]}-D) on its first two principal components, by digit"
 
 
+MOST_ANOMALOUS_PNG, LEAST_ANOMALOUS_PNG = "most_anomalous.png", "least_anomalous.png"
+
+
+def save_extremes(images: np.ndarray, scores: np.ndarray, out_dir: str, count: int = 40) -> list[str]:
+    """The ``count`` images with the highest and with the lowest score (raw pixels [n, 784]), ten
+    to a row, as MOST_ANOMALOUS_PNG and LEAST_ANOMALOUS_PNG."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    return [
+        save(grid(images[picked] / 255.0, columns=10), os.path.join(out_dir, name))
+        for name, picked in ((MOST_ANOMALOUS_PNG, order[:count]), (LEAST_ANOMALOUS_PNG, order[::-1][:count]))
+    ]
+
+
 def draw_all(model, images: np.ndarray, labels: np.ndarray, out_dir: str, seed: int = 0) -> list[str]:
     """Renders every picture from a loaded serving SavedModel; returns the files written."""
     import tensorflow as tf
@@ -153,4 +168,10 @@ def draw_all(model, images: np.ndarray, labels: np.ndarray, out_dir: str, seed: 
         save_as(grid(decode(z=tf.constant(points))["images"].numpy(), columns=20, scale=1, pad=0), "manifold.png")
     plane, title = principal_plane(z)
     save_as(scatter(plane, labels, title), "latent_scatter.png")
+    scores = [
+        serve(image=tf.constant(images[i : i + 1000], tf.int64)).get("anomaly_score")
+        for i in range(0, len(images), 1000)
+    ]
+    if all(score is not None for score in scores):
+        written += save_extremes(images, np.concatenate([score.numpy() for score in scores]), out_dir)
     return written

@@ -25,6 +25,7 @@ import tf_keras as keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from model import anomaly
 from model.config import VaeConfig
 from model.export import export_serving_model, read_architecture
 from model.features import PIXELS_KEY
@@ -197,4 +198,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     vae.fit(
         train, validation_data=evaluation, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2
     )
-    export_serving_model(vae, tf_transform_output, fn_args.serving_model_dir, warmup_images(evaluation))
+    validation = np.concatenate(list(evaluation.as_numpy_iterator()))
+    calibration = anomaly.calibrate(vae.encoder, vae.decoder, validation, config.anomaly_false_positive_rate)
+    logging.info("Anomaly calibration on the validation split: %s", calibration)
+    export_serving_model(vae, tf_transform_output, fn_args.serving_model_dir, warmup_images(evaluation), calibration)

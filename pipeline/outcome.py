@@ -33,13 +33,31 @@ def training_lines(trainer: ComponentRun) -> list[str]:
     line = f"Training: {len(epochs)} epochs, {record['examples_per_second'] or 0:,.0f} examples/s"
     if best and "val_neg_elbo" in best:
         line += f"; best epoch {best['epoch']}: validation -ELBO {best['val_neg_elbo']:.1f} nats (one sample)"
-    return [line] + ([f"  weights: {record['warm_start']}"] if "warm_start" in record else [])
+    lines = [line] + ([f"  weights: {record['warm_start']}"] if "warm_start" in record else [])
+    return lines + anomaly_lines(trainer)
+
+
+def anomaly_lines(trainer: ComponentRun) -> list[str]:
+    """The anomaly threshold the Trainer calibrated (recorded in the exported model)."""
+    from tfx.utils import path_utils
+
+    from model.export import read_exported_config
+
+    model = trainer.output("model")
+    calibration = model and read_exported_config(path_utils.serving_model_path(model.uri)).get("anomaly")
+    if not calibration:
+        return []
+    return [
+        f"  anomaly threshold: anomaly_score > {calibration['threshold']:.1f} flags "
+        f"{calibration['false_positive_rate']:.1%} of the {calibration['images']:,} validation images"
+    ]
 
 
 def span_lines(span_scores: ComponentRun | None, drift_gate: ComponentRun | None) -> list[str]:
     """What the served model made of the new span, and what the drift gate compared."""
     from components.drift_gate import DRIFT_FILE
-    from components.span_scores import HISTOGRAM_PNG, MOST_ANOMALOUS_PNG, REPORT_FILE
+    from components.span_scores import HISTOGRAM_PNG, REPORT_FILE
+    from model.pictures import LEAST_ANOMALOUS_PNG, MOST_ANOMALOUS_PNG
 
     scores = span_scores and span_scores.output("scores")
     if not scores:
@@ -58,7 +76,8 @@ def span_lines(span_scores: ComponentRun | None, drift_gate: ComponentRun | None
         lines = [
             f"Scores of {where} by served version {report['scored_by']}: {report['images']:,} images, "
             f"{report['score']} median {report['median']:.1f}, 99th percentile {report['p99']:.1f}; {threshold}",
-            f"  {os.path.join(scores.uri, 'scores.parquet')}, {MOST_ANOMALOUS_PNG}, {HISTOGRAM_PNG}",
+            f"  {os.path.join(scores.uri, 'scores.parquet')}, {MOST_ANOMALOUS_PNG}, {LEAST_ANOMALOUS_PNG}, "
+            f"{HISTOGRAM_PNG}",
         ]
     drift = drift_gate and drift_gate.output("report")
     if drift:
@@ -112,6 +131,8 @@ def evaluation_lines(evaluator: ComponentRun, served_version: int | None = None)
         f"{overall.get('reconstruction_error', float('nan')):.1f} + KL {overall.get('kl', float('nan')):.1f}; "
         f"pixel MSE {overall.get('pixel_mse', float('nan')):.4f}"
     ]
+    if "is_anomaly" in overall:
+        lines.append(f"  anomalies flagged by the model's threshold: {overall['is_anomaly']:.1%} of the eval images")
     by_digit = sorted(((v["neg_elbo"], k) for k, v in metrics.items() if "neg_elbo" in v), reverse=True)
     if by_digit:
         worst = ", ".join(f"{digit} ({value:.1f})" for value, digit in by_digit[:_DIGIT_LINES])
@@ -126,7 +147,8 @@ def evaluation_lines(evaluator: ComponentRun, served_version: int | None = None)
         lines.append("  no model is served yet: judged on the absolute bounds alone")
     not_compared = _custom(blessing, NOT_COMPARED_KEY)
     if not_compared:
-        lines.append(f"  the served model does not output {not_compared}: bounded, not compared")
+        missing = ", ".join(not_compared.split(","))
+        lines.append(f"  the served model does not output {missing}: measured for this model alone, not compared")
     ungated = json.loads(_custom(blessing, UNGATED_DIGITS_KEY) or "{}")
     if ungated:
         few = ", ".join(f"{digit} ({count})" for digit, count in ungated.items())

@@ -18,8 +18,9 @@ import tensorflow as tf
 
 from components import serving_layout, spans
 from components.idx_example_gen import SPANS_KEY
-from components.span_scores import MOST_ANOMALOUS_PNG, REPORT_FILE, read_rows
+from components.span_scores import REPORT_FILE, read_rows
 from model.export import EXTRA_DIR, WARMUP_FILE
+from model.pictures import LEAST_ANOMALOUS_PNG, MOST_ANOMALOUS_PNG
 from model.trainer import read_training_record
 from pipeline import cli, run_report
 from pipeline.config import PipelineConfig
@@ -110,7 +111,9 @@ def test_a_clean_span_is_ingested_alone_retrains_warm_and_is_pushed_and_scored(s
     np.testing.assert_array_equal(rows.loc[rows["split"] == "eval", "label"], new_span["eval"][1])
     with open(os.path.join(scores, REPORT_FILE)) as f:
         assert json.load(f)["scored_by"] == first_version
-    assert f"Scores of span 2 by served version {first_version}: 2,500 images" in second.stdout
+    assert f"Scores of span 2 by served version {first_version}: 2,500 images, anomaly_score median " in second.stdout
+    flagged = int(rows["is_anomaly"].sum())  # the served model's own threshold, applied to the new span
+    assert f"; {flagged:,} above the model's threshold" in second.stdout
 
 
 def test_a_drifted_span_is_stopped_with_a_named_reason_pushes_nothing_and_is_scored(story):
@@ -130,6 +133,7 @@ def test_a_drifted_span_is_stopped_with_a_named_reason_pushes_nothing_and_is_sco
     with open(os.path.join(scores, REPORT_FILE)) as f:
         assert json.load(f)["scored_by"] == served
     assert os.path.getsize(os.path.join(scores, MOST_ANOMALOUS_PNG)) > 0
+    assert os.path.getsize(os.path.join(scores, LEAST_ANOMALOUS_PNG)) > 0
     # The turned images score worse than the clean span under the same model.
     clean = read_rows(runs[2].components["SpanScores"].output("scores").uri)
     assert rows["neg_elbo"].median() > clean["neg_elbo"].median()

@@ -19,6 +19,19 @@ def test_grid_tiles_images_with_ink_dark():
     assert picture[32:60, 32:60].min() == 255  # the unused fourth cell stays white
 
 
+def test_extremes_put_the_highest_scores_first_and_the_lowest_first(tmp_path):
+    grey = np.arange(50)[:, None] * 5 * np.ones((50, 784))  # image i: grey level 5 i (raw pixels)
+    scores = np.random.default_rng(0).permutation(50).astype(float)
+    most, least = pictures.save_extremes(grey, scores, str(tmp_path), count=3)
+
+    def first_tiles(path):  # the grey level of the first three tiles, back in raw pixels
+        picture = np.asarray(Image.open(path), dtype=float)
+        return [round((255 - picture[3, 3 + 58 * i]) / 5) for i in range(3)]
+
+    assert first_tiles(most) == list(np.argsort(-scores)[:3])
+    assert first_tiles(least) == list(np.argsort(scores)[:3])
+
+
 def test_first_of_each_label_takes_digits_in_order():
     labels = np.array([3, 1, 0, 1, 2, 3, 0])
     assert pictures.first_of_each_label(labels, sets=1, classes=4).tolist() == [2, 1, 4, 0]
@@ -48,7 +61,17 @@ def test_a_run_draws_every_picture(small_run):
         for d in dirs
     ]
     names = sorted(os.listdir(directory))
-    assert names == ["latent_scatter.png", "manifold.png", "reconstructions.png", "samples.png"]
+    assert names == [
+        "latent_scatter.png",
+        "least_anomalous.png",
+        "manifold.png",
+        "most_anomalous.png",
+        "reconstructions.png",
+        "samples.png",
+    ]
+    for extreme in ("least_anomalous.png", "most_anomalous.png"):
+        with Image.open(os.path.join(directory, extreme)) as image:
+            assert image.size == (10 * 58 + 2, 4 * 58 + 2)  # the 40 highest (lowest) scores, ten to a row
     with Image.open(os.path.join(directory, "reconstructions.png")) as image:
         assert image.size == (10 * 58 + 2, 6 * 58 + 2)  # 10 digits, 3 sets of original + reconstruction rows
     with Image.open(os.path.join(directory, "manifold.png")) as image:

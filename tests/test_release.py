@@ -108,9 +108,9 @@ def without_ones(tmp_path_factory, mnist_arrays) -> str:
     )
 
 
-def export_without(model_dir: str, output: str, target_dir: str) -> None:
-    """The model re-exported with a ``score_tf_example`` that lacks one output: what a model
-    exported before that output existed looks like to the Evaluator."""
+def export_without(model_dir: str, outputs: tuple[str, ...], target_dir: str) -> None:
+    """The model re-exported with a ``score_tf_example`` that lacks ``outputs``: what a model
+    exported before those outputs existed looks like to the Evaluator."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(model_dir)
@@ -123,7 +123,7 @@ def export_without(model_dir: str, output: str, target_dir: str) -> None:
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def score_tf_examples(self, examples):
-            return {name: value for name, value in score(examples=examples).items() if name != output}
+            return {name: value for name, value in score(examples=examples).items() if name not in outputs}
 
     older = Older()
     tf.saved_model.save(older, target_dir, signatures={"score_tf_example": older.score_tf_examples})
@@ -132,7 +132,7 @@ def export_without(model_dir: str, output: str, target_dir: str) -> None:
 @pytest.fixture(scope="module")
 def release_runs(tmp_path_factory, small_mnist, without_ones) -> dict[str, Outcome]:
     """Runs in one output directory: good, the same again, a regression, an impossible bound,
-    against a served model without pixel_mse, and a model that never saw a 1."""
+    against a served model without pixel_mse and anomaly scores, and a model that never saw a 1."""
     output_dir = str(tmp_path_factory.mktemp("release"))
 
     def run(**changes) -> Outcome:
@@ -156,7 +156,8 @@ def release_runs(tmp_path_factory, small_mnist, without_ones) -> dict[str, Outco
     serving_model_dir = PipelineConfig(output_dir=output_dir).serving_model_dir
     served = serving_layout.served_version(serving_model_dir)
     version_dir = os.path.join(serving_model_dir, "{}")
-    export_without(version_dir.format(served), "pixel_mse", version_dir.format(served + 1))
+    older_outputs = ("pixel_mse", "anomaly_score", "is_anomaly")  # as exported before issues 12 and 14
+    export_without(version_dir.format(served), older_outputs, version_dir.format(served + 1))
     runs["older_served"] = run()
     runs["without_ones"] = run(input_dir=without_ones)
     return runs
@@ -206,7 +207,11 @@ def test_a_served_model_without_a_newer_output_is_compared_on_the_others(release
     the new score is bounded but not compared, the others are compared as before."""
     older = release_runs["older_served"]
     assert older.states["Evaluator"] == "ran"
-    assert "  the served model does not output pixel_mse: bounded, not compared" in older.lines
+    assert (
+        "  the served model does not output anomaly_score, is_anomaly, pixel_mse: measured for this model alone, "
+        "not compared"
+    ) in older.lines
+    assert any(line.startswith("  anomalies flagged by the model's threshold: ") for line in older.lines)
     assert any(line.startswith("  against the served model (version ") for line in older.lines)
     assert "BLESSED" in older.lines  # the same weights as the served model: no regression
 
