@@ -52,5 +52,7 @@ def test_mixed_precision_trains_without_nans_and_exports_float32(findings):
     assert len(mixed["epoch_losses"]) == 2
     assert all(math.isfinite(v) for v in mixed["epoch_losses"] + mixed["val_neg_elbo"])
     assert mixed["epoch_losses"][-1] < 543  # better than predicting 1/2 for every pixel
-    assert set(mixed["output_dtypes"].values()) == {"float32"}
+    dtypes = dict(mixed["output_dtypes"])
+    assert dtypes.pop("is_anomaly") == "bool"
+    assert set(dtypes.values()) == {"float32"}
     assert mixed["outputs_finite"]

@@ -81,7 +81,9 @@ def test_the_pictures_artifact_type_round_trips_through_the_entrypoint(kfp_runs)
     assert "title: components.Pictures" in pictures.schema
     assert sorted(os.listdir(pictures.uri)) == [
         "latent_scatter.png",
+        "least_anomalous.png",
         "manifold.png",
+        "most_anomalous.png",
         "reconstructions.png",
         "samples.png",
     ]

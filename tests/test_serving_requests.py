@@ -148,7 +148,14 @@ def test_grpc_requests_follow_the_same_rules(small_run, images):
         request = {"signature_name": "score_tf_example", "instances": examples}
         over_grpc = serving.predict_grpc(server.target, "vae-mnist", request)["predictions"]
         in_process = serving.predict_in_process(model_dir, request)["predictions"]
-        assert len(over_grpc) == 3 and set(over_grpc[0]) == {"neg_elbo", "reconstruction_error", "kl", "pixel_mse"}
+        assert len(over_grpc) == 3 and set(over_grpc[0]) == {
+            "neg_elbo",
+            "reconstruction_error",
+            "kl",
+            "pixel_mse",
+            "anomaly_score",
+            "is_anomaly",
+        }
         for key in over_grpc[0]:
             np.testing.assert_allclose([p[key] for p in over_grpc], [p[key] for p in in_process], rtol=1e-6)
         generated = serving.predict_grpc(
