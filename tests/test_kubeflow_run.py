@@ -17,6 +17,7 @@ from pipeline import serving
 from pipeline.config import PipelineConfig
 from tests.conftest import LOOSE_BOUNDS, SMALL_RUN, read_idx_dataset, served_files
 from tests.kfp_harness import KfpHarness, RefusedByKfp, check_supported
+from tests.test_pictures import MODEL_PICTURES
 
 DATA_TASKS = ("IdxExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Transform")
 # The served model is looked up afresh on every run, and what reads it runs again.
@@ -79,14 +80,7 @@ def test_the_pictures_artifact_type_round_trips_through_the_entrypoint(kfp_runs)
     _, runs = kfp_runs
     pictures = runs["first"][0]["ModelPictures"].output("pictures_dir")
     assert "title: components.Pictures" in pictures.schema
-    assert sorted(os.listdir(pictures.uri)) == [
-        "latent_scatter.png",
-        "least_anomalous.png",
-        "manifold.png",
-        "most_anomalous.png",
-        "reconstructions.png",
-        "samples.png",
-    ]
+    assert sorted(os.listdir(pictures.uri)) == MODEL_PICTURES
 
 
 def test_a_worse_model_is_refused_and_the_served_version_is_untouched(kfp_runs):

@@ -8,6 +8,16 @@ from PIL import Image
 from model import pictures
 from tests.conftest import states
 
+# What ModelPictures writes for a model with a 2-D latent space, sorted.
+MODEL_PICTURES = [
+    "latent_scatter.png",
+    "least_anomalous.png",
+    "manifold.png",
+    "most_anomalous.png",
+    "reconstructions.png",
+    "samples.png",
+]
+
 
 def test_grid_tiles_images_with_ink_dark():
     images = np.zeros((3, 784), np.float32)
@@ -61,14 +71,7 @@ def test_a_run_draws_every_picture(small_run):
         for d in dirs
     ]
     names = sorted(os.listdir(directory))
-    assert names == [
-        "latent_scatter.png",
-        "least_anomalous.png",
-        "manifold.png",
-        "most_anomalous.png",
-        "reconstructions.png",
-        "samples.png",
-    ]
+    assert names == MODEL_PICTURES
     for extreme in ("least_anomalous.png", "most_anomalous.png"):
         with Image.open(os.path.join(directory, extreme)) as image:
             assert image.size == (10 * 58 + 2, 4 * 58 + 2)  # the 40 highest (lowest) scores, ten to a row
