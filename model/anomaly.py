@@ -3,8 +3,7 @@
 A likelihood alone is a poor anomaly score: it tracks how complex an image is more than how
 familiar. A 1 the model never saw costs fewer nats than a familiar 8, because a 1 is mostly
 background. ``bench/anomaly_auroc.py`` measures each candidate below over ten held-out digits
-(BENCHMARKS.md has the table); the serving signatures return the best of them as
-``anomaly_score``.
+(BENCHMARKS.md has the table); the serving signatures return ``SERVED`` as ``anomaly_score``.
 
 Every candidate is in nats per image, computed by the model's own encoder and decoder:
 
@@ -35,9 +34,9 @@ import numpy as np
 import tensorflow as tf
 
 from model.losses import kl_nats, reconstruction_nats
+from model.vae import IMAGE_SIDE
 
 IW_SAMPLES = 64
-IMAGE_SIDE = 28
 CANDIDATES = (
     "neg_elbo",
     "reconstruction_error",
@@ -47,7 +46,8 @@ CANDIDATES = (
     "complexity_residual",
     "latent_nll",
 )
-SERVED = "excess_nats"  # the best measured candidate (BENCHMARKS.md), served as anomaly_score
+# Served as anomaly_score: the best measured candidate that also catches another dataset (BENCHMARKS.md).
+SERVED = "excess_nats"
 _BATCH = 1000
 
 

@@ -144,9 +144,7 @@ def draw_all(model, images: np.ndarray, labels: np.ndarray, out_dir: str, seed: 
     """Renders every picture from a loaded serving SavedModel; returns the files written."""
     import tensorflow as tf
 
-    serve, encode, decode, generate = (
-        model.signatures[name] for name in ("serving_default", "encode", "decode", "generate")
-    )
+    serve, decode, generate = (model.signatures[name] for name in ("serving_default", "decode", "generate"))
     written = []
 
     def save_as(picture: Image.Image, name: str) -> None:
@@ -157,21 +155,15 @@ def draw_all(model, images: np.ndarray, labels: np.ndarray, out_dir: str, seed: 
     save_as(reconstruction_rows(images[shown] / 255.0, reconstructed), "reconstructions.png")
     samples = generate(count=tf.constant(64), seed=tf.constant(seed, tf.int64))["images"].numpy()
     save_as(grid(samples, columns=8), "samples.png")
-    z = np.concatenate(
-        [
-            encode(image=tf.constant(images[i : i + 1000], tf.int64))["z_mean"].numpy()
-            for i in range(0, len(images), 1000)
-        ]
-    )
+    # One pass of serving_default gives every image's code and, for models that have it, its score.
+    served = [serve(image=tf.constant(images[i : i + 1000], tf.int64)) for i in range(0, len(images), 1000)]
+    z = np.concatenate([outputs["z_mean"].numpy() for outputs in served])
     if z.shape[1] == 2:
         points = manifold_points()
         save_as(grid(decode(z=tf.constant(points))["images"].numpy(), columns=20, scale=1, pad=0), "manifold.png")
     plane, title = principal_plane(z)
     save_as(scatter(plane, labels, title), "latent_scatter.png")
-    scores = [
-        serve(image=tf.constant(images[i : i + 1000], tf.int64)).get("anomaly_score")
-        for i in range(0, len(images), 1000)
-    ]
-    if all(score is not None for score in scores):
-        written += save_extremes(images, np.concatenate([score.numpy() for score in scores]), out_dir)
+    if all("anomaly_score" in outputs for outputs in served):
+        scores = np.concatenate([outputs["anomaly_score"].numpy() for outputs in served])
+        written += save_extremes(images, scores, out_dir)
     return written
