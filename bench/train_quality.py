@@ -108,7 +108,7 @@ def evaluate(model_dir: str, images: np.ndarray, labels: np.ndarray, iw_k: int, 
 
 
 def bench_preset(name: str, overrides: dict, iw_k: int, iw_images: int) -> dict:
-    from model.trainer import read_training_record
+    from model.training_record import read_training_record
     from pipeline.config import PipelineConfig
 
     config = PipelineConfig(

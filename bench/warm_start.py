@@ -31,7 +31,7 @@ NATS_WITHIN, TIME_FRACTION = 1.0, 1 / 3
 
 
 def trained(runs: dict) -> dict:
-    from model.trainer import read_training_record
+    from model.training_record import read_training_record
 
     trainer = runs["Trainer"]
     record = read_training_record(trainer.output("model_run").uri)

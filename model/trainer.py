@@ -16,7 +16,6 @@ import functools
 import json
 import logging
 import os
-import statistics
 
 import numpy as np
 import tensorflow as tf
@@ -29,24 +28,10 @@ from model import anomaly
 from model.config import VaeConfig
 from model.export import export_serving_model, read_architecture
 from model.features import PIXELS_KEY
-from model.vae import KlWarmup, TrainingRecord, build_vae
+from model.training_record import TRAINING_RECORD, Phases, TrainingRecord
+from model.vae import build_vae
 
 _LOAD_BATCH = 4096
-TRAINING_RECORD = "training_record.json"  # per-epoch metrics and throughput, in the model-run dir
-
-
-def read_training_record(model_run_dir: str) -> dict | None:
-    """The Trainer's training_record.json, plus ``examples_per_second``: the median over the epochs
-    after the first (the first also traces the graph), or the first's when it is the only one."""
-    path = os.path.join(model_run_dir, TRAINING_RECORD)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        record = json.load(f)
-    speeds = [e["train_examples_per_second"] for e in record["epochs"] if "train_examples_per_second" in e]
-    steady = speeds[1:] or speeds
-    record["examples_per_second"] = statistics.median(steady) if steady else None
-    return record
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -122,6 +107,17 @@ class StopOnNaN(keras.callbacks.Callback):
             )
 
 
+class KlWarmup(keras.callbacks.Callback):
+    """Raises the KL weight linearly from 1/(n+1) to 1 over the first n epochs."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.model.kl_weight.assign(min(1.0, (epoch + 1) / (self.epochs + 1)))
+
+
 def training_callbacks(
     config: VaeConfig, model_run_dir: str, examples_per_epoch: int | None, notes: dict | None = None
 ) -> list:
@@ -183,9 +179,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train, evaluation, steps, examples_per_epoch = input_datasets(fn_args, tf_transform_output, config)
-    with distribution_strategy().scope():
+    phases = Phases()
+    with phases("read"):
+        tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+        train, evaluation, steps, examples_per_epoch = input_datasets(fn_args, tf_transform_output, config)
+    with phases("build"), distribution_strategy().scope():
         vae = build_vae(config)
         warm, how = warm_start(vae, fn_args.base_model)
     logging.info("Weights: %s", how)
@@ -193,12 +191,22 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         config = config.replace(epochs=min(config.epochs, config.warm_start_epochs), kl_warmup_epochs=0)
         vae.config = config
 
-    record = {"warm_start": how, "warm": warm}
-    callbacks = training_callbacks(config, fn_args.model_run_dir, examples_per_epoch, record)
-    vae.fit(
-        train, validation_data=evaluation, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2
-    )
-    validation = np.concatenate(list(evaluation.as_numpy_iterator()))
-    calibration = anomaly.calibrate(vae.encoder, vae.decoder, validation, config.anomaly_false_positive_rate)
+    callbacks = training_callbacks(config, fn_args.model_run_dir, examples_per_epoch, {"warm_start": how, "warm": warm})
+    with phases("fit"):
+        vae.fit(
+            train,
+            validation_data=evaluation,
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=2,
+        )
+    with phases("calibrate"):
+        validation = np.concatenate(list(evaluation.as_numpy_iterator()))
+        calibration = anomaly.calibrate(vae.encoder, vae.decoder, validation, config.anomaly_false_positive_rate)
     logging.info("Anomaly calibration on the validation split: %s", calibration)
-    export_serving_model(vae, tf_transform_output, fn_args.serving_model_dir, warmup_images(evaluation), calibration)
+    with phases("export"):
+        warmup = warmup_images(evaluation)
+        export_serving_model(vae, tf_transform_output, fn_args.serving_model_dir, warmup, calibration)
+    record = next(callback for callback in callbacks if isinstance(callback, TrainingRecord))
+    record.save(phase_seconds=phases.seconds)

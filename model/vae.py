@@ -5,9 +5,6 @@ logs its parts, ``reconstruction`` and ``kl`` (nats per image), beside ``neg_elb
 optimised ``loss`` (which differs from ``neg_elbo`` only during KL warm-up).
 """
 
-import json
-import time
-
 import tensorflow as tf
 import tf_keras as keras
 
@@ -66,7 +63,7 @@ class Vae(keras.Model):
         self.config = config
         self.encoder = build_encoder(config)
         self.decoder = build_decoder(config)
-        # The KL weight, 1 except during warm-up (KlWarmup sets it each epoch).
+        # The KL weight, 1 except during warm-up (the Trainer's KlWarmup sets it each epoch).
         self.kl_weight = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="kl_weight")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "neg_elbo", "reconstruction", "kl")}
 
@@ -122,45 +119,3 @@ def build_vae(config: VaeConfig) -> Vae:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
     model.build((None, NUM_PIXELS))
     return model
-
-
-class KlWarmup(keras.callbacks.Callback):
-    """Raises the KL weight linearly from 1/(n+1) to 1 over the first n epochs."""
-
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self.model.kl_weight.assign(min(1.0, (epoch + 1) / (self.epochs + 1)))
-
-
-class TrainingRecord(keras.callbacks.Callback):
-    """Writes every epoch's metrics, seconds and training throughput to a JSON file.
-
-    The run summary and the benchmarks read it: it is the Trainer's own account of its epochs,
-    apart from the fixed cost of loading data and exporting the model.
-    """
-
-    def __init__(self, path: str, examples_per_epoch: int | None, notes: dict | None = None):
-        """``notes``: more to record, e.g. how the weights started (``warm_start``)."""
-        super().__init__()
-        self.path = path
-        self.examples_per_epoch = examples_per_epoch
-        self.notes = dict(notes or {})
-        self.epochs: list[dict] = []
-
-    def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
-        seconds = time.perf_counter() - self._started
-        record = {"epoch": epoch + 1, "seconds": seconds, **{k: float(v) for k, v in (logs or {}).items()}}
-        if self.examples_per_epoch:
-            record["train_examples_per_second"] = self.examples_per_epoch / seconds
-        self.epochs.append(record)
-
-    def on_train_end(self, logs=None) -> None:
-        best = min(self.epochs, key=lambda e: e.get("val_neg_elbo", float("inf")), default=None)
-        with tf.io.gfile.GFile(self.path, "w") as f:
-            json.dump({**self.notes, "epochs": self.epochs, "best_epoch": best}, f, indent=1)

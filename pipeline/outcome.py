@@ -23,7 +23,7 @@ def _custom(artifact, name: str):
 
 
 def training_lines(trainer: ComponentRun) -> list[str]:
-    from model.trainer import read_training_record
+    from model.training_record import read_training_record
 
     model_run = trainer.output("model_run")
     record = model_run and read_training_record(model_run.uri)

@@ -20,7 +20,7 @@ from tfx.components.trainer.fn_args_utils import DataAccessor  # noqa: E402
 from tfx.components.util import tfxio_utils  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
 
-from model import trainer, vae  # noqa: E402
+from model import trainer, training_record, vae  # noqa: E402
 from model.config import VaeConfig  # noqa: E402
 
 
@@ -78,7 +78,7 @@ def trainer_run_fn_under_mixed_precision(graph_uri: str, examples_uri: str, work
         custom_config = {"vae": VaeConfig(batch_size=64, epochs=2, mixed_precision=True).to_dict()}
 
     trainer.run_fn(FnArgs)
-    record = trainer.read_training_record(FnArgs.model_run_dir)
+    record = training_record.read_training_record(FnArgs.model_run_dir)
     keras.mixed_precision.set_global_policy("float32")
     served = tf.saved_model.load(FnArgs.serving_model_dir)
     signature = served.signatures["serving_default"]

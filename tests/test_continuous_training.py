@@ -21,7 +21,7 @@ from components.idx_example_gen import SPANS_KEY
 from components.span_scores import REPORT_FILE, read_rows
 from model.export import EXTRA_DIR, WARMUP_FILE
 from model.pictures import LEAST_ANOMALOUS_PNG, MOST_ANOMALOUS_PNG
-from model.trainer import read_training_record
+from model.training_record import read_training_record
 from pipeline import cli, run_report
 from pipeline.config import PipelineConfig
 from tests.conftest import FAST_BEAM_ARGS, LOOSE_BOUNDS, read_idx_dataset, run_like_tf_serving, write_idx_dataset

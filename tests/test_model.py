@@ -10,7 +10,8 @@ import tensorflow as tf
 from model import losses
 from model.config import PRESETS, VaeConfig, preset
 from model.features import IMAGE_KEY, LABEL_KEY, PIXELS_KEY, preprocessing_fn
-from model.vae import KlWarmup, build_vae
+from model.trainer import KlWarmup
+from model.vae import build_vae
 
 
 def numpy_neg_elbo(x, logits, z_mean, z_log_var):
