@@ -31,7 +31,6 @@ import numpy as np
 
 FAST_IMAGES, FAST_EPOCHS = 10_000, 10
 FASHION_IMAGES = 2000
-VALIDATION_FRACTION = 1 / 12  # as PipelineConfig.validation_fraction
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -44,7 +43,7 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def held_out_run(config, digit: int, train, validation, test, fashion, run_dir: str) -> dict:
+def held_out_run(config, digit: int, train, validation, test, fashion, run_dir: str, names) -> dict:
     """Trains without ``digit``, calibrates, and measures every candidate on the test images (and
     on Fashion-MNIST's, when installed: a far anomaly the score must not miss)."""
     import tf_keras as keras
@@ -69,7 +68,7 @@ def held_out_run(config, digit: int, train, validation, test, fashion, run_dir: 
     seconds = time.perf_counter() - started
     calibration = anomaly.calibrate(vae.encoder, vae.decoder, valid, config.anomaly_false_positive_rate)
     slope = anomaly.complexity_slope(vae.encoder, vae.decoder, valid)
-    scores = anomaly.candidate_scores(vae.encoder, vae.decoder, x_test, slope)
+    scores = anomaly.candidate_scores(vae.encoder, vae.decoder, x_test, slope, names)
     held_out = y_test == digit
     flagged = scores[anomaly.SERVED] > calibration.threshold
     result = {
@@ -81,7 +80,7 @@ def held_out_run(config, digit: int, train, validation, test, fashion, run_dir: 
         "train_seconds": seconds,
     }
     if fashion is not None:
-        far = anomaly.candidate_scores(vae.encoder, vae.decoder, fashion, slope)
+        far = anomaly.candidate_scores(vae.encoder, vae.decoder, fashion, slope, names)
         is_far = np.r_[np.zeros(len(x_test), bool), np.ones(len(fashion), bool)]
         result["fashion_auroc"] = {name: auroc(np.r_[scores[name], far[name]], is_far) for name in scores}
         result["fashion_flagged"] = float((far[anomaly.SERVED] > calibration.threshold).mean())
@@ -89,7 +88,7 @@ def held_out_run(config, digit: int, train, validation, test, fashion, run_dir: 
 
 
 def main() -> None:
-    from components import datasets, fetch
+    from components import datasets
     from model import anomaly
     from model.config import VaeConfig, preset
 
@@ -98,31 +97,28 @@ def main() -> None:
     parser.add_argument("--preset", default="tutorial")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     parser.add_argument("--fast", action="store_true", help=f"{FAST_IMAGES:,} training images, {FAST_EPOCHS} epochs")
+    parser.add_argument(
+        "--without-iw",
+        action="store_true",
+        help="leave out the importance-weighted scores (iw_nll, png_corrected): 64 decodes per image",
+    )
     args = parser.parse_args()
+    names = tuple(n for n in anomaly.CANDIDATES if not (args.without_iw and n in ("iw_nll", "png_corrected")))
     config = preset(args.preset)
     if args.fast:
         config = config.replace(epochs=FAST_EPOCHS)
     config = config.replace(**VaeConfig.parse_overrides(args.set))
 
-    directory = fetch.fetch(datasets.MNIST, os.path.join(common.REPO, "data"))
-
-    def load(split: str):
-        images, labels = datasets.MNIST.read_split(directory, split)
-        return images.reshape(len(images), -1).astype(np.float32) / 255.0, labels
-
-    (x, y), test = load("train"), load("eval")
+    splits = common.mnist_splits(stop=FAST_IMAGES if args.fast else None)
+    train, validation, test = splits["train"], splits["valid"], splits["eval"]
     fashion = None
     if os.path.isdir(datasets.FASHION_MNIST.debian_dir):
         images, _ = datasets.FASHION_MNIST.read_split(datasets.FASHION_MNIST.debian_dir, "eval", stop=FASHION_IMAGES)
         fashion = images.reshape(len(images), -1).astype(np.float32) / 255.0
-    cut = len(x) - int(len(x) * VALIDATION_FRACTION)
-    train, validation = (x[:cut], y[:cut]), (x[cut:], y[cut:])
-    if args.fast:
-        train = (train[0][:FAST_IMAGES], train[1][:FAST_IMAGES])
     run_dir = os.path.join(common.OUTPUTS_DIR, "anomaly_auroc")
     per_digit = {}
     for digit in args.digits:
-        result = per_digit[str(digit)] = held_out_run(config, digit, train, validation, test, fashion, run_dir)
+        result = per_digit[str(digit)] = held_out_run(config, digit, train, validation, test, fashion, run_dir, names)
         best = max(result["auroc"], key=result["auroc"].get)
         print(
             f"digit {digit} held out ({result['train_seconds']:.0f} s): "
@@ -133,7 +129,7 @@ def main() -> None:
             flush=True,
         )
     summary = {}
-    for name in anomaly.CANDIDATES:
+    for name in names:
         held = [d["auroc"][name] for d in per_digit.values()]
         far = [d["fashion_auroc"][name] for d in per_digit.values() if "fashion_auroc" in d]
         summary[name] = {"mean": float(np.mean(held)), "min": float(np.min(held))}

@@ -61,3 +61,53 @@ def run_pipeline(config) -> dict:
     run_name, components = run_report.latest_run(config.metadata_path, config.pipeline_name)
     print(run_report.format_summary(run_name, components))
     return {c.node: c for c in components}
+
+
+def mnist_splits(stop: int | None = None) -> dict:
+    """MNIST as the pipeline splits it, as NumPy arrays: {"train", "valid", "eval"} -> (pixels
+    float32 [n, 784] in [0, 1] (Transform's x / 255), labels [n]). ``valid`` is the training files'
+    last ``PipelineConfig.validation_fraction`` (components/idx_example_gen.py:output_splits);
+    ``stop`` keeps the first ``stop`` images of ``train``."""
+    import numpy as np
+
+    from components import datasets, fetch
+    from pipeline.config import PipelineConfig
+
+    directory = fetch.fetch(datasets.MNIST, os.path.join(REPO, "data"))
+
+    def load(split: str):
+        images, labels = datasets.MNIST.read_split(directory, split)
+        return images.reshape(len(images), -1).astype(np.float32) / 255.0, labels
+
+    (x, y), test = load("train"), load("eval")
+    cut = len(x) - max(1, round(len(x) * PipelineConfig.validation_fraction))
+    return {"train": (x[:cut][:stop], y[:cut][:stop]), "valid": (x[cut:], y[cut:]), "eval": test}
+
+
+def plain_fit(config, epochs: int, train, valid) -> dict:
+    """The training alone, the tutorial's way: ``model.fit`` on in-memory arrays, ``epochs`` epochs,
+    validating every epoch as the Trainer does. Returns {"seconds": wall time of fit,
+    "examples_per_second": the median over the epochs after the first}."""
+    import statistics
+    import tempfile
+    import time
+
+    from model.training_record import TrainingRecord
+    from model.vae import build_vae
+
+    vae = build_vae(config)
+    with tempfile.TemporaryDirectory() as scratch:
+        record = TrainingRecord(os.path.join(scratch, "record.json"), examples_per_epoch=len(train))
+        started = time.perf_counter()
+        vae.fit(
+            train,
+            validation_data=(valid,),
+            batch_size=config.batch_size,
+            epochs=epochs,
+            shuffle=True,
+            callbacks=[record],
+            verbose=0,
+        )
+        seconds = time.perf_counter() - started
+    speeds = [e["train_examples_per_second"] for e in record.epochs]
+    return {"seconds": seconds, "examples_per_second": statistics.median(speeds[1:] or speeds)}

@@ -131,24 +131,27 @@ def complexity_slope(encoder, decoder, validation: np.ndarray) -> float:
     return float(np.polyfit(floor, neg_elbo, 1)[0])
 
 
-def candidate_scores(encoder, decoder, pixels: np.ndarray, slope: float) -> dict[str, np.ndarray]:
-    """Every candidate score of ``pixels`` ([N, 784] in [0, 1]), each [N] in nats; ``slope`` is
-    ``complexity_slope``'s."""
-    parts: dict[str, list] = {name: [] for name in CANDIDATES}
+def candidate_scores(
+    encoder, decoder, pixels: np.ndarray, slope: float, names: tuple[str, ...] = CANDIDATES
+) -> dict[str, np.ndarray]:
+    """The ``names`` candidate scores of ``pixels`` ([N, 784] in [0, 1]), each [N] in nats;
+    ``slope`` is ``complexity_slope``'s. The importance-weighted ones decode ``IW_SAMPLES`` times
+    per image: leave them out to compare larger networks in minutes."""
+    parts: dict[str, list] = {name: [] for name in names}
     for start in range(0, len(pixels), _BATCH):
         batch = tf.constant(pixels[start : start + _BATCH], tf.float32)
         neg_elbo, reconstruction, z_mean = _neg_elbo(encoder, decoder, batch)
-        nll = iw_nll(encoder, decoder, batch)
         floor = entropy_floor(batch)
         scores = {
             "neg_elbo": neg_elbo,
             "reconstruction_error": reconstruction,
-            "iw_nll": nll,
-            "png_corrected": nll - png_nats(batch),
             "excess_nats": anomaly_score(neg_elbo, batch),
             "complexity_residual": neg_elbo - slope * floor,
             "latent_nll": 0.5 * tf.reduce_sum(tf.square(z_mean), axis=-1),
         }
-        for name, value in scores.items():
-            parts[name].append(value.numpy())
+        if {"iw_nll", "png_corrected"} & set(names):
+            scores["iw_nll"] = iw_nll(encoder, decoder, batch)
+            scores["png_corrected"] = scores["iw_nll"] - png_nats(batch)
+        for name in names:
+            parts[name].append(scores[name].numpy())
     return {name: np.concatenate(values) for name, values in parts.items()}
