@@ -1,4 +1,4 @@
-"""The TFX Trainer's entry point, ``run_fn``: read transformed examples, train the VAE, export it.
+"""The TFX Trainer's entry point, ``run_fn``: read examples through Transform, train the VAE, export it.
 
 The model's settings arrive as ``custom_config['vae']`` (a VaeConfig as a dict). Training runs under
 ``MirroredStrategy`` when GPUs are visible (all GPUs of the node) and the default strategy on CPU;
@@ -48,10 +48,15 @@ def distribution_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _factory(files, *, data_accessor, tf_transform_output, batch_size, shuffle, seed) -> tf.data.Dataset:
+def _transformed_pixels(files, *, data_accessor, tf_transform_output, batch_size, shuffle, seed) -> tf.data.Dataset:
+    """Batches of ExampleGen's raw examples through the Transform graph: pixels [batch, 784].
+
+    Transform does not materialize its output (pipeline/pipeline.py): the Trainer applies the same
+    graph as it reads, the way the serving signatures do."""
     options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=1)
-    dataset = data_accessor.tf_dataset_factory(files, options, tf_transform_output.transformed_metadata.schema)
-    return dataset.map(lambda features: features[PIXELS_KEY], num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = data_accessor.tf_dataset_factory(files, options, tf_transform_output.raw_metadata.schema)
+    transform = tf_transform_output.transform_features_layer()
+    return dataset.map(lambda features: transform(features)[PIXELS_KEY], num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def load_pixels(read, files) -> np.ndarray:
@@ -61,9 +66,11 @@ def load_pixels(read, files) -> np.ndarray:
 
 def input_datasets(fn_args: tfx.components.FnArgs, tf_transform_output, config: VaeConfig):
     """(train, validation, steps_per_epoch, examples_per_epoch): batched datasets of transformed
-    pixels. ``fn_args.eval_files`` is the validation split (the pipeline's EvalArgs), never the
+    pixels (x / 255). ``fn_args.eval_files`` is the validation split (the pipeline's EvalArgs), never the
     eval split the Evaluator judges on."""
-    read = functools.partial(_factory, data_accessor=fn_args.data_accessor, tf_transform_output=tf_transform_output)
+    read = functools.partial(
+        _transformed_pixels, data_accessor=fn_args.data_accessor, tf_transform_output=tf_transform_output
+    )
     if config.input_mode == "memory":
         train_pixels = load_pixels(read, fn_args.train_files)
         eval_pixels = load_pixels(read, fn_args.eval_files)

@@ -58,6 +58,9 @@ def create_pipeline(
         preprocessing_fn="model.features.preprocessing_fn",
         # Statistics of x / 255 would repeat StatisticsGen's and cost more than the scaling itself.
         disable_statistics=True,
+        # Only the graph: the Trainer applies it as it reads ExampleGen's examples. Writing 784 floats
+        # per image of every split, to be read back once, cost more than the scaling (issue 15).
+        materialize=False,
     )
     served_model = ServedModel(
         serving_model_dir=config.serving_model_dir, lookup_nonce=kubeflow_run_id or uuid.uuid4().hex
@@ -80,7 +83,7 @@ def create_pipeline(
     warm_start = {"base_model": served_model.outputs["model"]} if config.warm_start else {}
     trainer = tfx.components.Trainer(
         run_fn="model.trainer.run_fn",
-        examples=transform.outputs["transformed_examples"],
+        examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_importer.outputs["schema"],
         # Model selection on the validation split; the eval split is the Evaluator's alone.

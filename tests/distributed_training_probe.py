@@ -59,13 +59,13 @@ def same_step_on_one_and_two_replicas(pixels: np.ndarray) -> dict:
 
 
 def trainer_run_fn_under_mixed_precision(graph_uri: str, examples_uri: str, workdir: str) -> dict:
-    """The real run_fn, on the pipeline's transformed examples, 2 replicas, mixed_float16."""
+    """The real run_fn, on the pipeline's examples and Transform graph, 2 replicas, mixed_float16."""
     examples = standard_artifacts.Examples()
-    examples.uri, examples.split_names = examples_uri, '["train", "eval"]'
+    examples.uri, examples.split_names = examples_uri, '["train", "valid", "eval"]'
 
     class FnArgs:
         train_files = [os.path.join(examples_uri, "Split-train", "*")]
-        eval_files = [os.path.join(examples_uri, "Split-eval", "*")]
+        eval_files = [os.path.join(examples_uri, "Split-valid", "*")]
         data_accessor = DataAccessor(
             tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
             record_batch_factory=None,
@@ -94,16 +94,16 @@ def trainer_run_fn_under_mixed_precision(graph_uri: str, examples_uri: str, work
 
 
 if __name__ == "__main__":
-    graph, transformed, workdir = sys.argv[1:4]
-    pixels = np.concatenate(
+    graph, examples, workdir = sys.argv[1:4]
+    images = np.concatenate(
         list(
-            tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(transformed, "Split-train", "*")), "GZIP")
+            tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(examples, "Split-train", "*")), "GZIP")
             .take(128)
             .batch(128)
-            .map(lambda r: tf.io.parse_example(r, {"pixels": tf.io.FixedLenFeature([784], tf.float32)})["pixels"])
+            .map(lambda r: tf.io.parse_example(r, {"image": tf.io.FixedLenFeature([784], tf.int64)})["image"])
             .as_numpy_iterator()
         )
     )
-    findings = {"replicated": same_step_on_one_and_two_replicas(pixels)}
-    findings["mixed_precision"] = trainer_run_fn_under_mixed_precision(graph, transformed, workdir)
+    findings = {"replicated": same_step_on_one_and_two_replicas(images.astype(np.float32) / 255.0)}
+    findings["mixed_precision"] = trainer_run_fn_under_mixed_precision(graph, examples, workdir)
     print("FINDINGS " + json.dumps(findings))

@@ -1,6 +1,6 @@
 """Multi-replica and mixed-precision training, exercised on CPU: the Trainer's MirroredStrategy
 path on 2 logical CPU devices, and its mixed_float16 path, in a fresh process
-(tests/distributed_training_probe.py) on the small pipeline run's transformed examples."""
+(tests/distributed_training_probe.py) on the small pipeline run's examples and Transform graph."""
 
 import glob
 import json
@@ -18,7 +18,7 @@ from tests.conftest import REPO
 def findings(small_run, tmp_path_factory):
     transform = os.path.join(small_run.pipeline_root, "Transform")
     [graph] = glob.glob(os.path.join(transform, "transform_graph", "*"))
-    [examples] = glob.glob(os.path.join(transform, "transformed_examples", "*"))
+    [examples] = glob.glob(os.path.join(small_run.pipeline_root, "IdxExampleGen", "examples", "*"))
     probe = subprocess.run(
         [
             sys.executable,

@@ -126,4 +126,4 @@ def test_the_portable_runner_wrote_every_example(portable_run, small_mnist):
         images, labels = read_examples(config, split)
         np.testing.assert_array_equal(images, expected[split][0].reshape(-1, 784))
         np.testing.assert_array_equal(labels[:, 0], expected[split][1])
-    assert glob.glob(os.path.join(config.pipeline_root, "Transform", "transformed_examples", "*", "Split-train", "*"))
+    assert glob.glob(os.path.join(config.pipeline_root, "Transform", "transform_graph", "*", "transform_fn", "*.pb"))

@@ -139,8 +139,8 @@ def test_wrong_dtype_is_refused(serving_model):
 
 @pytest.mark.parametrize("input_mode", ["memory", "stream"])
 def test_both_input_modes_feed_the_same_transformed_pixels(small_run, small_mnist, input_mode):
-    """The Trainer's two input paths, on the run's real transformed examples and TFX's own data
-    accessor: same pixels (x / 255), batched as configured, the training split reshuffled."""
+    """The Trainer's two input paths, on the run's real examples, its Transform graph and TFX's own
+    data accessor: same pixels (x / 255), batched as configured, the training split reshuffled."""
     import tensorflow_transform as tft
     from tfx.components.trainer.fn_args_utils import DataAccessor
     from tfx.components.util import tfxio_utils
@@ -150,7 +150,7 @@ def test_both_input_modes_feed_the_same_transformed_pixels(small_run, small_mnis
     from model.trainer import input_datasets
 
     transform_dir = os.path.join(small_run.pipeline_root, "Transform")
-    [examples_uri] = glob.glob(os.path.join(transform_dir, "transformed_examples", "*"))
+    [examples_uri] = glob.glob(os.path.join(small_run.pipeline_root, "IdxExampleGen", "examples", "*"))
     [graph_uri] = glob.glob(os.path.join(transform_dir, "transform_graph", "*"))
     examples = standard_artifacts.Examples()
     examples.uri, examples.split_names = examples_uri, '["train", "eval"]'
