@@ -64,6 +64,30 @@ def load_pixels(read, files) -> np.ndarray:
     return np.concatenate(list(read(files, batch_size=_LOAD_BATCH, shuffle=False, seed=None).as_numpy_iterator()))
 
 
+def shuffled_batches(pixels: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """One epoch of ``pixels`` in batches, in a new order on every iteration (Keras iterates once
+    per epoch; ``repeat`` iterates again), deterministic given ``seed``.
+
+    It shuffles the indices and gathers each batch, as Keras does for arrays: shuffling the images
+    themselves copies every 3 KB image through a 55,000-image buffer each epoch, about twice the
+    CPU, on the cores the training step needs."""
+    images = tf.convert_to_tensor(pixels)
+    count = len(pixels)
+
+    def batches_of_indices(epoch_seed: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count, dtype=tf.int64), seed=tf.stack([epoch_seed, tf.constant(0, tf.int64)])
+        )
+        whole = count // batch_size * batch_size
+        batches = tf.data.Dataset.from_tensor_slices(tf.reshape(order[:whole], [-1, batch_size]))
+        return batches.concatenate(tf.data.Dataset.from_tensors(order[whole:])) if whole < count else batches
+
+    epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    return epoch_seeds.flat_map(batches_of_indices).map(
+        lambda indices: tf.gather(images, indices), num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
 def input_datasets(fn_args: tfx.components.FnArgs, tf_transform_output, config: VaeConfig):
     """(train, validation, steps_per_epoch, examples_per_epoch): batched datasets of transformed
     pixels (x / 255). ``fn_args.eval_files`` is the validation split (the pipeline's EvalArgs), never the
@@ -75,10 +99,7 @@ def input_datasets(fn_args: tfx.components.FnArgs, tf_transform_output, config: 
         train_pixels = load_pixels(read, fn_args.train_files)
         eval_pixels = load_pixels(read, fn_args.eval_files)
         logging.info("Loaded %d training and %d validation examples into memory", len(train_pixels), len(eval_pixels))
-        train = tf.data.Dataset.from_tensor_slices(train_pixels).shuffle(
-            len(train_pixels), seed=config.seed, reshuffle_each_iteration=True
-        )
-        train = train.batch(config.batch_size)
+        train = shuffled_batches(train_pixels, config.batch_size, config.seed)
         evaluation = tf.data.Dataset.from_tensor_slices(eval_pixels).batch(config.batch_size)
         examples = config.steps_per_epoch * config.batch_size if config.steps_per_epoch else len(train_pixels)
     else:
