@@ -1,4 +1,4 @@
-"""What every benchmark shares: the machine it ran on, where results go, a pipeline run."""
+"""What every benchmark shares: the machine it ran on, where results go, MNIST as arrays, plain training."""
 
 from __future__ import annotations
 
@@ -47,20 +47,6 @@ def record(name: str, result: dict) -> str:
     with open(path, "w") as f:
         json.dump(history, f, indent=1)
     return path
-
-
-def run_pipeline(config) -> dict:
-    """Runs the pipeline locally with progress lines; returns {node: ComponentRun} of that run."""
-    from tfx import v1 as tfx
-
-    from pipeline import local_runner, run_report
-
-    tfx_pipeline = local_runner.local_pipeline(config)
-    with run_report.ConsoleProgress(total=len(tfx_pipeline.components)):
-        tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
-    run_name, components = run_report.latest_run(config.metadata_path, config.pipeline_name)
-    print(run_report.format_summary(run_name, components))
-    return {c.node: c for c in components}
 
 
 def mnist_splits(stop: int | None = None) -> dict:

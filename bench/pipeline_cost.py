@@ -66,6 +66,7 @@ def main() -> None:
     from model.config import VaeConfig
     from model.training_record import read_training_record
     from pipeline.config import DEFAULT_BEAM_ARGS, PipelineConfig
+    from pipeline.local_runner import run_locally
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="tutorial")
@@ -82,7 +83,7 @@ def main() -> None:
         enable_cache=False,
     )
     started = time.perf_counter()
-    runs = common.run_pipeline(config)
+    runs = run_locally(config)
     wall = time.perf_counter() - started
     record = read_training_record(runs["Trainer"].output("model_run").uri)
     epochs = [e["seconds"] for e in record["epochs"]]

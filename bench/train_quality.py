@@ -110,6 +110,7 @@ def evaluate(model_dir: str, images: np.ndarray, labels: np.ndarray, iw_k: int, 
 def bench_preset(name: str, overrides: dict, iw_k: int, iw_images: int) -> dict:
     from model.training_record import read_training_record
     from pipeline.config import PipelineConfig
+    from pipeline.local_runner import run_locally
 
     config = PipelineConfig(
         output_dir=os.path.join(common.OUTPUTS_DIR, "train_quality"), preset=name, vae_overrides=overrides
@@ -117,7 +118,7 @@ def bench_preset(name: str, overrides: dict, iw_k: int, iw_images: int) -> dict:
     vae = config.vae
     label = name + "".join(f",{k}={v}" for k, v in sorted(overrides.items()))
     print(f"\n== {label}: {vae}")
-    runs = common.run_pipeline(config)
+    runs = run_locally(config)
     trainer = runs["Trainer"]
     record = read_training_record(trainer.output("model_run").uri)
     epochs = record["epochs"]

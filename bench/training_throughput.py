@@ -25,6 +25,7 @@ def main() -> None:
     from model.config import VaeConfig
     from model.training_record import read_training_record
     from pipeline.config import PipelineConfig
+    from pipeline.local_runner import run_locally
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="tutorial")
@@ -37,7 +38,7 @@ def main() -> None:
     config = PipelineConfig(
         output_dir=os.path.join(common.OUTPUTS_DIR, "training_throughput"), preset=args.preset, vae_overrides=overrides
     )
-    trainer = common.run_pipeline(config)["Trainer"]
+    trainer = run_locally(config)["Trainer"]
     record = read_training_record(trainer.output("model_run").uri)
     epoch_seconds = sum(e["seconds"] for e in record["epochs"])
     splits = common.mnist_splits()

@@ -51,6 +51,7 @@ def main() -> None:
     from components import datasets, fetch, spans
     from model.config import VaeConfig
     from pipeline.config import PipelineConfig
+    from pipeline.local_runner import run_locally
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="tutorial")
@@ -76,12 +77,12 @@ def main() -> None:
 
     shutil.copytree(made[1], spans.span_dir(arriving, 1))
     print("\n== span 1, from scratch (then served)")
-    first = trained(common.run_pipeline(config("served", warm_start=True)))
+    first = trained(run_locally(config("served", warm_start=True)))
     shutil.copytree(made[2], spans.span_dir(arriving, 2))
     print("\n== span 2, warm from the served span-1 model")
-    warm = trained(common.run_pipeline(config("served", warm_start=True)))
+    warm = trained(run_locally(config("served", warm_start=True)))
     print("\n== span 2, from scratch")
-    scratch = trained(common.run_pipeline(config("scratch")))
+    scratch = trained(run_locally(config("scratch")))
 
     gap = warm["test_neg_elbo_single_sample"] - scratch["test_neg_elbo_single_sample"]
     fraction = warm["trainer_wall_seconds"] / scratch["trainer_wall_seconds"]

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from components import idx_format
+from schema import IMAGE_SIDE
 
 KERAS_MIRROR = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 
@@ -48,7 +49,7 @@ class DatasetSpec:
     keras_npz: str | None = None  # Keras' single-file archive, if the mirror has one
     debian_dir: str | None = None  # where a Debian package installs the IDX files
     debian_package: str | None = None
-    image_shape: tuple[int, int] = (28, 28)
+    image_shape: tuple[int, int] = (IMAGE_SIDE, IMAGE_SIDE)  # what the schema and the model take
     # pipeline split name -> the files' prefix; MNIST's own train/test split, never reshuffled.
     splits: dict[str, SplitFiles] = dataclasses.field(
         default_factory=lambda: {"train": SplitFiles("train"), "eval": SplitFiles("t10k")}

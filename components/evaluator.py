@@ -34,8 +34,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils, path_utils, proto_utils
 
 from components.served_model import is_nothing_served
-from model.features import LABEL_KEY
-from schema import NUM_CLASSES
+from schema import LABEL_KEY, NUM_CLASSES
 
 _BASELINE = standard_component_specs.BASELINE_MODEL_KEY
 _EVAL_CONFIG = standard_component_specs.EVAL_CONFIG_KEY

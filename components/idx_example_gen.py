@@ -48,11 +48,9 @@ from tfx.utils import proto_utils
 
 from components import idx_format, spans
 from components.datasets import DatasetSpec
+from schema import IMAGE_KEY, IMAGE_SIDE, LABEL_KEY
 
-IMAGE_KEY = "image"
-LABEL_KEY = "label"
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"  # the validation split is carved from the training files
-DEFAULT_RECORDS_PER_SHARD = 10_000
 _OUTPUT_FILE = "data_tfrecord"
 SPAN_PATTERN = "span-{SPAN}"  # the directory part of a spanned split pattern (TFX's {SPAN} spec)
 SPANS_KEY = "spans"  # custom property of the Examples: the spans read, e.g. "2,3"
@@ -188,7 +186,7 @@ def output_splits(exec_properties: dict[str, Any], read: list[int] | None = None
     records on every run). From a spanned directory, the training and validation splits come from
     every span read (``read``, default ``spans_to_read``), the others from the newest alone."""
     options = _custom_options(exec_properties)
-    image_shape = tuple(int(d) for d in options.get("image_shape", (28, 28)))
+    image_shape = tuple(int(d) for d in options.get("image_shape", (IMAGE_SIDE, IMAGE_SIDE)))
     fraction = float(options.get("validation_fraction", 0.0))
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     read = spans_to_read(exec_properties) if read is None else read
@@ -242,7 +240,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             examples.span = read[-1]
             examples.set_string_custom_property(SPANS_KEY, ",".join(map(str, read)))
             logging.info("Ingesting span %d (training on spans %s)", read[-1], read)
-        per_shard = int(_custom_options(exec_properties).get("records_per_shard", DEFAULT_RECORDS_PER_SHARD))
+        per_shard = int(_custom_options(exec_properties)["records_per_shard"])
         with self._make_beam_pipeline() as pipeline:
             for name in names:
                 parts = [split for split in splits if split.name == name]
@@ -280,7 +278,7 @@ class IdxExampleGen(FileBasedExampleGen):
         self,
         input_base: str,
         dataset: DatasetSpec,
-        records_per_shard: int = DEFAULT_RECORDS_PER_SHARD,
+        records_per_shard: int,  # PipelineConfig.records_per_shard
         validation_fraction: float = 0.0,
         spanned: bool = False,
         span_window: int = 1,

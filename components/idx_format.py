@@ -169,8 +169,8 @@ def check_pair(images_path: str, labels_path: str, image_shape: tuple[int, int])
     if images.shape[1:] != tuple(image_shape):
         raise IdxError(
             images_path,
-            f"images are {'x'.join(map(str, images.shape[1:]))}, expected "
-            f"{'x'.join(map(str, image_shape))} (set the dataset's image_shape to use other sizes)",
+            f"images are {'x'.join(map(str, images.shape[1:]))}, expected {'x'.join(map(str, image_shape))} "
+            "(the schema and the model fix the image size)",
         )
     if images.count != labels.count:
         raise IdxError(

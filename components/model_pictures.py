@@ -15,7 +15,7 @@ from tfx.types import artifact_utils
 
 from components.artifacts import Pictures
 from model import pictures
-from model.features import IMAGE_KEY, LABEL_KEY, NUM_PIXELS
+from schema import IMAGE_KEY, LABEL_KEY, NUM_PIXELS
 
 
 def read_eval_examples(examples: tfx.types.standard_artifacts.Examples, limit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,7 @@ from components import datasets, spans
 from components.artifacts import ImageScores
 from components.idx_example_gen import SPANS_KEY, serialize_examples
 from components.served_model import SERVED_VERSION_KEY, is_nothing_served
+from schema import NUM_PIXELS
 
 SCORES_FILE, PREVIOUS_FILE, REPORT_FILE = "scores.parquet", "previous.parquet", "report.json"
 HISTOGRAM_PNG = "score_histogram.png"
@@ -68,7 +69,7 @@ def _summarize(images: np.ndarray) -> dict[str, np.ndarray]:
     col_var = (ink * d_col**2).sum(axis=(1, 2)) / mass
     covariance = (ink * d_row * d_col).sum(axis=(1, 2)) / mass
     return {
-        "ink": mass / (255.0 * 784),
+        "ink": mass / (255.0 * NUM_PIXELS),
         "row_spread": np.sqrt(row_var),
         "col_spread": np.sqrt(col_var),
         "slant": covariance / np.sqrt(row_var * col_var + 1e-12),

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.losses import kl_nats, reconstruction_nats
-from model.vae import IMAGE_SIDE
+from schema import IMAGE_SIDE
 
 IW_SAMPLES = 64
 CANDIDATES = (

@@ -44,9 +44,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from model import anomaly
-from model.features import IMAGE_KEY, LABEL_KEY, NUM_PIXELS, PIXELS_KEY
+from model.features import PIXELS_KEY
 from model.losses import kl_nats, reconstruction_nats
 from model.vae import Vae
+from schema import IMAGE_KEY, LABEL_KEY, NUM_PIXELS
 
 MAX_GENERATE = 10_000  # images per generate request: 31 MB of output
 EXTRA_DIR = "assets.extra"

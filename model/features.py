@@ -6,10 +6,9 @@ client sends raw 0-255 pixels and never rescales.
 
 import tensorflow as tf
 
-IMAGE_KEY = "image"  # raw: 784 int64 in [0, 255]
-LABEL_KEY = "label"  # raw: int64 class id; passed through for slicing, never seen by the model
-PIXELS_KEY = "pixels"  # transformed: 784 float32 in [0, 1]
-NUM_PIXELS = 784
+from schema import IMAGE_KEY, LABEL_KEY
+
+PIXELS_KEY = "pixels"  # transformed: NUM_PIXELS float32 in [0, 1]
 
 
 def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

@@ -20,7 +20,8 @@ import statistics
 import numpy as np
 from PIL import Image, ImageDraw
 
-SIDE = 28
+from schema import IMAGE_SIDE
+
 # Ten colours that stay apart for most kinds of colour vision (Okabe-Ito, with two added).
 PALETTE = [
     (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
@@ -30,15 +31,15 @@ PALETTE = [
 
 def grid(images: np.ndarray, columns: int, scale: int = 2, pad: int = 2) -> Image.Image:
     """Tiles [n, 784] (or [n, 28, 28]) images in [0, 1] into one grey-level picture, ink dark."""
-    images = np.asarray(images, dtype=np.float32).reshape(-1, SIDE, SIDE)
+    images = np.asarray(images, dtype=np.float32).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     rows = -(-len(images) // columns)
-    cell = SIDE * scale + pad
+    cell = IMAGE_SIDE * scale + pad
     canvas = np.full((rows * cell + pad, columns * cell + pad), 255, dtype=np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
         tile = np.kron(1.0 - np.clip(image, 0, 1), np.ones((scale, scale)))
         top, left = pad + r * cell, pad + c * cell
-        canvas[top : top + SIDE * scale, left : left + SIDE * scale] = np.round(tile * 255).astype(np.uint8)
+        canvas[top : top + IMAGE_SIDE * scale, left : left + IMAGE_SIDE * scale] = np.round(tile * 255).astype(np.uint8)
     return Image.fromarray(canvas, mode="L")
 
 

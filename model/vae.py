@@ -9,10 +9,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from model.config import VaeConfig
-from model.features import NUM_PIXELS
 from model.losses import kl_nats, reconstruction_nats
-
-IMAGE_SIDE = 28
+from schema import IMAGE_SIDE, NUM_PIXELS
 
 
 def build_encoder(config: VaeConfig) -> keras.Model:

@@ -17,6 +17,7 @@ each runner is addressed.
 from __future__ import annotations
 
 PROFILES = ("direct", "direct_parallel", "flink", "spark", "dataflow")
+DEFAULT_PROFILE = "direct"  # PipelineConfig.beam_args' default
 
 _REQUIRED = {
     "direct": (),

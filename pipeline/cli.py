@@ -24,6 +24,7 @@ import pipeline  # noqa: F401  (quiets import-time noise before TF loads)
 from components import datasets, fetch
 from components.idx_format import IdxError
 from model.config import PRESETS, VaeConfig
+from pipeline.beam import DEFAULT_PROFILE as DEFAULT_BEAM_PROFILE
 from pipeline.beam import PROFILES as BEAM_PROFILES
 from pipeline.beam import beam_args
 from pipeline.config import PipelineConfig
@@ -32,9 +33,31 @@ from pipeline.run_lock import OutputDirBusy, output_dir_lock
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another run holds the output directory; try again later
 
 
+def _default(field: str):
+    """A PipelineConfig field's default: the flags show the config's defaults, never a copy."""
+    return PipelineConfig.__dataclass_fields__[field].default
+
+
+def _pipeline_config(args: argparse.Namespace, **fields) -> PipelineConfig:
+    """The PipelineConfig of ``run`` and ``kubeflow compile``: the data and model flags both
+    take (``_add_model_args``), and ``fields`` from the command's own."""
+    return PipelineConfig(
+        dataset=args.dataset,
+        preset=args.preset,
+        vae_overrides=VaeConfig.parse_overrides(args.set),
+        bounds=VaeConfig.parse_overrides(args.bound, flag="--bound"),
+        span_window=args.span_window,
+        warm_start=args.warm_start,
+        accept_drift=args.accept_drift,
+        **fields,
+    )
+
+
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="mnist", choices=sorted(datasets.DATASETS))
-    parser.add_argument("--data-root", default="data", help="datasets go to DATA_ROOT/<dataset> (default: data)")
+    parser.add_argument("--dataset", default=_default("dataset"), choices=sorted(datasets.DATASETS))
+    parser.add_argument(
+        "--data-root", default=_default("data_root"), help="datasets go to DATA_ROOT/<dataset> (default: %(default)s)"
+    )
     parser.add_argument("--source", default="auto", choices=["auto", *fetch.SOURCES], help="where to fetch data from")
     parser.add_argument("--path", help="a local directory holding the IDX files or mnist.npz (source 'local')")
 
@@ -61,19 +84,13 @@ def _cmd_spans(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = PipelineConfig(
-        dataset=args.dataset,
+    config = _pipeline_config(
+        args,
         data_root=args.data_root,
         input_dir=args.input_dir,
         output_dir=args.output_dir,
         enable_cache=not args.no_cache,
         beam_args=tuple(args.beam_arg) if args.beam_arg else beam_args(args.beam_profile),
-        preset=args.preset,
-        vae_overrides=VaeConfig.parse_overrides(args.set),
-        bounds=VaeConfig.parse_overrides(args.bound, flag="--bound"),
-        span_window=args.span_window,
-        warm_start=args.warm_start,
-        accept_drift=args.accept_drift,
     )
     with output_dir_lock(config.output_dir):
         if not args.input_dir:
@@ -82,19 +99,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_locally(config: PipelineConfig) -> int:
-    from tfx import v1 as tfx  # heavy imports: TFX, TF, Beam
+    from pipeline import local_runner, serving, summary  # heavy imports: TFX, TF, Beam
 
-    from pipeline import local_runner, outcome, run_report, serving
-
-    tfx_pipeline = local_runner.local_pipeline(config)
     print(f"Running {config.pipeline_name} (preset {config.preset}) on {config.input_base} -> {config.output_dir}")
     try:
-        with run_report.ConsoleProgress(total=len(tfx_pipeline.components)):
-            tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
+        local_runner.run_locally(config)
     finally:
-        run_name, components = run_report.latest_run(config.metadata_path, config.pipeline_name)
-        print("\n" + run_report.format_summary(run_name, components))
-        for line in outcome.outcome_lines({c.node: c for c in components}, config.serving_model_dir):
+        for line in summary.outcome_lines(local_runner.last_run(config), config.serving_model_dir):
             print(line)
     if os.path.isdir(config.serving_model_dir):
         from components import serving_layout
@@ -182,23 +193,17 @@ def _brief(response: dict) -> str:
 
 
 def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
-    from kubeflow.runner import ClusterConfig, compile_pipeline
+    from pipeline.kubeflow_runner import ClusterConfig, compile_pipeline
 
     options = dict(option.partition("=")[::2] for option in args.beam_option or [])
     options.setdefault("image", args.image)
-    config = PipelineConfig(
-        dataset=args.dataset,
+    config = _pipeline_config(
+        args,
         input_dir=args.input_dir,
         pipeline_root=args.pipeline_root,
         serving_root=args.serving_root,
-        preset=args.preset,
-        vae_overrides=VaeConfig.parse_overrides(args.set),
-        bounds=VaeConfig.parse_overrides(args.bound, flag="--bound"),
         beam_args=beam_args(args.beam_profile, **options),
         spans=args.spans or None,
-        span_window=args.span_window,
-        warm_start=args.warm_start,
-        accept_drift=args.accept_drift,
     )
     cluster = ClusterConfig(
         image=args.image, trainer_image=args.trainer_image, gpus=args.gpus, gpu_resource=args.gpu_type
@@ -208,12 +213,17 @@ def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="tutorial", choices=list(PRESETS), help="model preset (model/config.py)")
+    parser.add_argument(
+        "--preset", default=_default("preset"), choices=list(PRESETS), help="model preset (model/config.py)"
+    )
     parser.add_argument(
         "--set", action="append", metavar="FIELD=VALUE", help="override a VaeConfig field, repeatable: --set epochs=3"
     )
     parser.add_argument(
-        "--span-window", type=_positive_int, default=1, help="from span-<N>/ input, train on the newest K spans"
+        "--span-window",
+        type=_positive_int,
+        default=_default("span_window"),
+        help="from span-<N>/ input, train on the newest K spans",
     )
     parser.add_argument(
         "--warm-start", action="store_true", help="retrain from the served model's weights (same architecture)"
@@ -263,10 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the pipeline locally (LocalDagRunner, ML Metadata in SQLite)")
     _add_data_args(run)
     run.add_argument("--input-dir", help="read these IDX files instead of the fetched dataset (no checksum)")
-    run.add_argument("--output-dir", default="outputs", help="pipeline root, ML Metadata, pushed models")
+    run.add_argument("--output-dir", default=_default("output_dir"), help="pipeline root, ML Metadata, pushed models")
     run.add_argument("--no-cache", action="store_true", help="re-run every component")
     _add_model_args(run)
-    run.add_argument("--beam-profile", default="direct", choices=BEAM_PROFILES[:2], help="how the data stages run")
+    run.add_argument(
+        "--beam-profile", default=DEFAULT_BEAM_PROFILE, choices=BEAM_PROFILES[:2], help="how the data stages run"
+    )
     run.add_argument("--beam-arg", action="append", help="a Beam pipeline argument, repeatable (replaces the profile)")
     run.set_defaults(func=_cmd_run)
 
@@ -280,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
         command = serving_commands.add_parser(name, help=help_text)
         if name == "pin":
             command.add_argument("version", type=_positive_int, help="a pushed version (see: vae-mnist serving list)")
-        command.add_argument("--output-dir", default="outputs", help="the runs' output directory")
+        command.add_argument("--output-dir", default=_default("output_dir"), help="the runs' output directory")
         command.add_argument("--serving-root", help="default: <output-dir>/serving")
-        command.add_argument("--model-name", default="vae-mnist")
+        command.add_argument("--model-name", default=_default("model_name"))
         command.set_defaults(func=func)
 
     predict = commands.add_parser(
@@ -292,11 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--server", default="http://localhost:8501", help="TF Serving REST address")
     target.add_argument("--grpc", metavar="HOST:PORT", help="TF Serving gRPC address, e.g. localhost:8500")
     target.add_argument("--model-dir", help="the pushed model (<serving_root>/<model_name>, or one version)")
-    predict.add_argument("--model-name", default="vae-mnist")
+    predict.add_argument("--model-name", default=_default("model_name"))
     predict.add_argument("--signature", default="serving_default")
     predict.add_argument("--request", help="a JSON file in TF Serving's REST format (default: MNIST test images)")
     predict.add_argument("--count", type=_positive_int, default=3, help="how many MNIST test images to send")
-    predict.add_argument("--data-root", default="data")
+    predict.add_argument("--data-root", default=_default("data_root"))
     predict.add_argument("--full", action="store_true", help="print the whole response as JSON")
     predict.set_defaults(func=_cmd_predict)
 
@@ -319,8 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--input-dir", required=True, help="where the cluster reads the IDX files (gs://...)")
     compile_.add_argument("--spans", action="store_true", help="--input-dir holds span-<N>/ directories")
     compile_.add_argument("--serving-root", required=True, help="where Pusher writes <model_name>/<version>/")
-    compile_.add_argument("--dataset", default="mnist", choices=sorted(datasets.DATASETS))
-    compile_.add_argument("--beam-profile", default="direct", choices=BEAM_PROFILES, help="runner of the data stages")
+    compile_.add_argument("--dataset", default=_default("dataset"), choices=sorted(datasets.DATASETS))
+    compile_.add_argument(
+        "--beam-profile", default=DEFAULT_BEAM_PROFILE, choices=BEAM_PROFILES, help="runner of the data stages"
+    )
     compile_.add_argument(
         "--beam-option",
         action="append",

@@ -15,14 +15,14 @@ import re
 from components import datasets
 from model.bounds import Bounds, preset_bounds
 from model.config import VaeConfig, check_types, preset
-from pipeline.beam import beam_args
+from pipeline.beam import DEFAULT_PROFILE, beam_args
 from schema import SCHEMA_FILE
 
 ENV_PREFIX = "VAE_MNIST_"
 # Names that become one path component (<serving_root>/<model_name>/, <output_dir>/metadata/<pipeline_name>/).
 _PATH_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # The data stages are Beam pipelines; locally the DirectRunner in-process (see pipeline/beam.py).
-DEFAULT_BEAM_ARGS = beam_args("direct")
+DEFAULT_BEAM_ARGS = beam_args(DEFAULT_PROFILE)
 
 
 def _absolute(path: str) -> str:

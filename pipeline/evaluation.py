@@ -23,7 +23,7 @@ import tensorflow_model_analysis as tfma
 
 from model.bounds import Bounds
 from model.export import SCORES
-from model.features import LABEL_KEY
+from schema import LABEL_KEY
 
 NATS_SCORES = ("neg_elbo", "reconstruction_error", "kl")  # the others are compared relatively
 

@@ -22,9 +22,9 @@ from components.span_scores import REPORT_FILE, read_rows
 from model.export import EXTRA_DIR, WARMUP_FILE
 from model.pictures import LEAST_ANOMALOUS_PNG, MOST_ANOMALOUS_PNG
 from model.training_record import read_training_record
-from pipeline import cli, run_report
+from pipeline import cli, local_runner
 from pipeline.config import PipelineConfig
-from tests.conftest import FAST_BEAM_ARGS, LOOSE_BOUNDS, read_idx_dataset, run_like_tf_serving, write_idx_dataset
+from tests.helpers import LOOSE_BOUNDS, read_idx_dataset, run_like_tf_serving, write_idx_dataset
 
 SPAN_IMAGES = 2000 + 500  # training + eval images per span
 
@@ -52,7 +52,7 @@ def story(tmp_path_factory, mnist_arrays):
     config = PipelineConfig(input_dir=str(input_dir), output_dir=output_dir)
     flags = ["--input-dir", str(input_dir), "--output-dir", output_dir, "--preset", "smoke", "--set", "epochs=3"]
     flags += ["--set", "warm_start_epochs=2"]
-    flags += ["--warm-start", *(f"--beam-arg={arg}" for arg in FAST_BEAM_ARGS)]
+    flags += ["--warm-start"]
     flags += [f"--bound={name}={value}" for name, value in LOOSE_BOUNDS.items()]
     runs = {}
     for span in (1, 2, 3):
@@ -60,12 +60,11 @@ def story(tmp_path_factory, mnist_arrays):
         stdout, stderr = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = cli.main(["run", *flags])
-        _, components = run_report.latest_run(config.metadata_path, config.pipeline_name)
         runs[span] = SpanRun(
             code,
             stdout.getvalue(),
             stderr.getvalue(),
-            {c.node: c for c in components},
+            local_runner.last_run(config),
             serving_layout.versions(config.serving_model_dir),
         )
     return config, made, runs

@@ -13,15 +13,14 @@ from components import datasets, idx_format
 from components.data_gate import DataAnomaliesError
 from pipeline import cli
 from pipeline.config import PipelineConfig
-from tests.conftest import (
+from pipeline.local_runner import run_locally
+from tests.helpers import (
     DATA_ROOT,
     DATA_STAGES,
-    FAST_BEAM_ARGS,
     LOOSE_BOUNDS,
     expected_splits,
     read_examples,
     read_idx_dataset,
-    run_local,
     states,
     store_of,
     write_idx_dataset,
@@ -61,7 +60,7 @@ def test_label_out_of_range_stops_the_run_at_the_gate(tmp_path, small_mnist, cap
     y_train[7] = 11
     bad = write_idx_dataset(str(tmp_path / "bad"), {"train": (x_train, y_train), "eval": (x_test, y_test)})
     out = tmp_path / "out"
-    argv = ["run", "--input-dir", bad, "--output-dir", str(out), *(f"--beam-arg={a}" for a in FAST_BEAM_ARGS)]
+    argv = ["run", "--input-dir", bad, "--output-dir", str(out)]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert "run stopped" in err
@@ -78,9 +77,9 @@ def test_pixel_out_of_range_stops_the_run_at_the_gate(tmp_path, small_mnist):
     x_test = x_test.astype(np.int16)
     x_test[3, 14, 14] = 300
     bad = write_idx_dataset(str(tmp_path / "bad"), {"train": (x_train, y_train), "eval": (x_test, y_test)})
-    config = PipelineConfig(input_dir=bad, output_dir=str(tmp_path / "out"), beam_args=FAST_BEAM_ARGS)
+    config = PipelineConfig(input_dir=bad, output_dir=str(tmp_path / "out"))
     with pytest.raises(DataAnomaliesError, match="split 'eval', feature 'image'") as raised:
-        run_local(config)
+        run_locally(config, progress=None)
     assert "train" not in str(raised.value).split("feature 'image'")[0].split("\n")[-1]
     assert states(config)["DataGate"] == "FAILED"
 
@@ -94,9 +93,9 @@ def test_truncated_idx_fails_example_gen_and_registers_no_examples(tmp_path, sma
     with gzip.open(images, "wb") as f:  # a download that stopped 1,000 bytes short
         f.write(raw[:-1000])
 
-    config = PipelineConfig(input_dir=str(bad), output_dir=str(tmp_path / "out"), beam_args=FAST_BEAM_ARGS)
+    config = PipelineConfig(input_dir=str(bad), output_dir=str(tmp_path / "out"))
     with pytest.raises(idx_format.IdxError, match="t10k-images-idx3-ubyte.gz: truncated"):
-        run_local(config)
+        run_locally(config, progress=None)
     assert states(config) == {"IdxExampleGen": "FAILED"}
     live = [a for a in store_of(config).get_artifacts_by_type("Examples") if a.state == a.LIVE]
     assert live == []
@@ -107,7 +106,7 @@ def test_corrupt_gzip_input_stops_the_run_with_one_line(tmp_path, small_mnist, c
     shutil.copytree(small_mnist, bad)
     corrupt_deflate(str(bad / "train-labels-idx1-ubyte.gz"))
     argv = ["run", "--input-dir", str(bad), "--output-dir", str(tmp_path / "out"), "--beam-profile", "direct"]
-    assert cli.main([*argv, *(f"--beam-arg={a}" for a in FAST_BEAM_ARGS)]) == 2
+    assert cli.main(argv) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(
         f"vae-mnist: error: {bad}/train-labels-idx1-ubyte.gz: cannot be read as gzip: Error -3 while decompressing"
@@ -131,7 +130,7 @@ def test_an_empty_split_stops_at_the_gate():
 @pytest.mark.full_data
 def test_full_mnist_run(tmp_path, mnist_arrays):
     config = PipelineConfig(data_root=DATA_ROOT, output_dir=str(tmp_path), preset="smoke")
-    run_local(config)
+    run_locally(config, progress=None)
     assert set(states(config).values()) == {"ran"}
     expected = expected_splits(config)
     for split, count in (("train", 55_000), ("valid", 5_000), ("eval", 10_000)):

@@ -14,7 +14,7 @@ import pytest
 
 from components import datasets, fetch
 from pipeline import cli
-from tests.conftest import read_idx_dataset, write_idx_dataset
+from tests.helpers import read_idx_dataset, write_idx_dataset
 from tests.test_idx_format import corrupt_deflate
 
 MNIST = datasets.MNIST

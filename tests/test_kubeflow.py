@@ -20,17 +20,17 @@ from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.orchestration.kubeflow.v2 import compiler_utils
 
-from kubeflow import runner
-from kubeflow.runner import ClusterConfig, compile_pipeline, executor_of
 from pipeline import beam, cli
+from pipeline import kubeflow_runner as runner
 from pipeline.config import PipelineConfig
+from pipeline.kubeflow_runner import ClusterConfig, compile_pipeline, executor_of
 from pipeline.pipeline import create_pipeline
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 IMAGE, GPU_IMAGE = "registry.example/vae-mnist:0.1.0", "registry.example/vae-mnist:0.1.0-gpu"
 ROOT = "gs://vae-bucket/pipeline_root"
 BEAM_COMPONENTS = ("IdxExampleGen", "StatisticsGen", "Transform", "Evaluator")
-OUR_PACKAGES = ("components", "kubeflow", "model", "pipeline", "schema")
+OUR_PACKAGES = ("components", "model", "pipeline", "schema")
 
 
 @pytest.fixture(scope="module")

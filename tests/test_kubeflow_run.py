@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 from components import serving_layout
-from kubeflow.runner import ClusterConfig, compile_pipeline
 from pipeline import serving
 from pipeline.config import PipelineConfig
-from tests.conftest import LOOSE_BOUNDS, SMALL_RUN, read_idx_dataset, served_files
+from pipeline.kubeflow_runner import ClusterConfig, compile_pipeline
+from tests.helpers import DATA_STAGES, LOOSE_BOUNDS, SMALL_RUN, read_idx_dataset, served_files
 from tests.kfp_harness import KfpHarness, RefusedByKfp, check_supported
 from tests.test_pictures import MODEL_PICTURES
 
-DATA_TASKS = ("IdxExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Transform")
+DATA_TASKS = (*DATA_STAGES, "Transform")
 # The served model is looked up afresh on every run, and what reads it runs again.
 ALWAYS_RUN = ("ServedModel", "SpanScores", "DriftGate", "Evaluator", "Pusher")
 

@@ -9,9 +9,10 @@ import tensorflow as tf
 
 from model import losses
 from model.config import PRESETS, VaeConfig, preset
-from model.features import IMAGE_KEY, LABEL_KEY, PIXELS_KEY, preprocessing_fn
+from model.features import PIXELS_KEY, preprocessing_fn
 from model.trainer import KlWarmup
 from model.vae import build_vae
+from schema import IMAGE_KEY, LABEL_KEY, NUM_CLASSES, NUM_PIXELS, SCHEMA_FILE
 
 
 def numpy_neg_elbo(x, logits, z_mean, z_log_var):
@@ -112,6 +113,18 @@ def test_config_rejects_unknown_fields_and_bad_values():
         preset("huge")
 
 
+def test_the_schema_constants_are_the_schema_files():
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    with open(SCHEMA_FILE) as f:
+        schema = text_format.Parse(f.read(), schema_pb2.Schema())
+    features = {feature.name: feature for feature in schema.feature}
+    assert set(features) == {IMAGE_KEY, LABEL_KEY}
+    assert [dim.size for dim in features[IMAGE_KEY].shape.dim] == [NUM_PIXELS]
+    assert (features[LABEL_KEY].int_domain.min, features[LABEL_KEY].int_domain.max) == (0, NUM_CLASSES - 1)
+
+
 def test_preprocessing_scales_pixels_and_passes_the_label():
     out = preprocessing_fn({IMAGE_KEY: tf.constant([[0, 51, 255]], tf.int64), LABEL_KEY: tf.constant([7], tf.int64)})
     np.testing.assert_allclose(out[PIXELS_KEY].numpy(), [[0.0, 0.2, 1.0]])
@@ -204,7 +217,7 @@ def test_training_that_diverges_stops_with_a_clear_error(tmp_path):
 def test_a_nan_metric_is_reported_as_nan():
     from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
-    from pipeline.outcome import _reason
+    from pipeline.summary import _reason
 
     failure = validation_result_pb2.ValidationFailure()
     failure.metric_key.CopyFrom(metrics_for_slice_pb2.MetricKey(name="neg_elbo"))

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from model import pictures
-from tests.conftest import states
+from tests.helpers import states
 
 # What ModelPictures writes for a model with a 2-D latent space, sorted.
 MODEL_PICTURES = [

@@ -21,8 +21,7 @@ from tfx.orchestration.pipeline import RunOptions
 from components import serving_layout
 from pipeline import local_runner
 from pipeline.config import PipelineConfig
-from pipeline.run_report import latest_run
-from tests.conftest import FAST_BEAM_ARGS, REPO, SMALL_RUN, served_files, store_of
+from tests.helpers import REPO, SMALL_RUN, served_files, states, store_of
 
 FILE_SIZE_LIMIT = 1 << 20
 
@@ -46,7 +45,6 @@ def push_attempts(tmp_path_factory, small_mnist, small_run):
         "vae_overrides": {**SMALL_RUN["vae_overrides"], "seed": 7},  # a model unlike the served one
         "input_dir": small_mnist,
         "output_dir": str(tmp_path_factory.mktemp("push_failures")),
-        "beam_args": FAST_BEAM_ARGS,
         # Judged on the bounds: this test is about the push.
         "regression_tolerance_nats": 100.0,
         "regression_tolerance_fraction": 10.0,
@@ -72,7 +70,7 @@ def push_attempts(tmp_path_factory, small_mnist, small_run):
     )
     after_failure = {
         "served": served_files(config.serving_model_dir),
-        "states": {c.node: c.state for c in latest_run(config.metadata_path, config.pipeline_name)[1]},
+        "states": states(config),
         "pushed_models": pushed_models(config),
         "entries": sorted(os.listdir(config.serving_model_dir)),
     }
@@ -107,7 +105,7 @@ def test_the_next_run_cleans_up_and_pushes(push_attempts):
     assert not glob.glob(os.path.join(config.serving_model_dir, ".*"))
     [old, new] = serving_layout.versions(config.serving_model_dir)
     assert old == 1 and serving_layout.served_version(config.serving_model_dir) == new
-    components = {c.node: c for c in latest_run(config.metadata_path, config.pipeline_name)[1]}
+    components = local_runner.last_run(config)
     assert components["Pusher"].state == "ran"
     [pushed] = pushed_models(config)
     new_dir = os.path.join(config.serving_model_dir, str(new))

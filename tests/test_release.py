@@ -13,17 +13,15 @@ import numpy as np
 import pytest
 
 from components import serving_layout
-from pipeline import outcome, serving
+from pipeline import serving, summary
 from pipeline.config import PipelineConfig
-from pipeline.run_report import latest_run
-from tests.conftest import (
+from pipeline.local_runner import last_run, run_locally
+from tests.helpers import (
     DATA_STAGES,
-    FAST_BEAM_ARGS,
     LOOSE_BOUNDS,
     REPO,
     SMALL_RUN,
     read_idx_dataset,
-    run_local,
     served_files,
     states,
     write_idx_dataset,
@@ -32,13 +30,9 @@ from tests.conftest import (
 VENV_BIN = os.path.dirname(sys.executable)
 
 
-def components(config: PipelineConfig) -> dict:
-    return {c.node: c for c in latest_run(config.metadata_path, config.pipeline_name)[1]}
-
-
 def test_every_component_succeeds_and_the_model_is_blessed_and_pushed(small_run):
     assert set(states(small_run).values()) == {"ran"}
-    lines = outcome.outcome_lines(components(small_run), small_run.serving_model_dir)
+    lines = summary.outcome_lines(last_run(small_run), small_run.serving_model_dir)
     assert "BLESSED" in lines
     [version] = serving_layout.versions(small_run.serving_model_dir)
     version_dir = os.path.join(small_run.serving_model_dir, str(version))
@@ -69,7 +63,7 @@ def test_evaluator_metrics_are_the_models_real_scores(small_run, small_mnist):
         small_run.serving_model_dir, serving.rest_request(images.reshape(-1, 784).astype(np.int64))
     )
     scores = np.array([p["neg_elbo"] for p in response["predictions"]])
-    evaluation = components(small_run)["Evaluator"].output("evaluation").uri
+    evaluation = last_run(small_run)["Evaluator"].output("evaluation").uri
     by_slice = {
         (key[0][1] if key else None): values[""][""]
         for key, values in tfma.load_eval_result(evaluation).slicing_metrics
@@ -136,12 +130,12 @@ def release_runs(tmp_path_factory, small_mnist, without_ones) -> dict[str, Outco
     output_dir = str(tmp_path_factory.mktemp("release"))
 
     def run(**changes) -> Outcome:
-        settings = {**SMALL_RUN, "input_dir": small_mnist, "output_dir": output_dir, "beam_args": FAST_BEAM_ARGS}
+        settings = {**SMALL_RUN, "input_dir": small_mnist, "output_dir": output_dir}
         config = PipelineConfig(**(settings | changes))
-        run_local(config)
+        run_locally(config, progress=None)
         return Outcome(
             states(config),
-            outcome.outcome_lines(components(config), config.serving_model_dir),
+            summary.outcome_lines(last_run(config), config.serving_model_dir),
             served_files(config.serving_model_dir),
         )
 

@@ -9,13 +9,13 @@ import time
 
 from pipeline.cli import EXIT_BUSY
 from pipeline.run_lock import LOCK_FILE, output_dir_lock
-from tests.conftest import FAST_BEAM_ARGS, REPO
+from tests.helpers import REPO
 
 
 def test_a_second_run_on_the_same_output_dir_is_refused(tmp_path, small_mnist):
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "pipeline.cli", "run", "--input-dir", small_mnist, "--output-dir", str(out)]
-    argv += ["--preset", "smoke", *(f"--beam-arg={a}" for a in FAST_BEAM_ARGS)]
+    argv += ["--preset", "smoke"]
     first = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

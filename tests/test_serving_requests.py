@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import cli, serving
 from pipeline.rest_dialect import RequestError
-from tests.conftest import read_idx_dataset
+from tests.helpers import read_idx_dataset
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from components import datasets, spans
 from pipeline import cli
-from tests.conftest import read_idx_dataset, write_idx_dataset
+from tests.helpers import read_idx_dataset, write_idx_dataset
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +108,11 @@ def test_the_newest_spans_are_ingested_and_recorded(tmp_path, source):
     from components.idx_example_gen import SPANS_KEY
     from pipeline import local_runner
     from pipeline.config import PipelineConfig
-    from tests.conftest import FAST_BEAM_ARGS, store_of
+    from tests.helpers import store_of
 
     input_dir = tmp_path / "spans"
     spans.write_spans(source, str(input_dir), 3)
-    config = PipelineConfig(
-        input_dir=str(input_dir), output_dir=str(tmp_path / "out"), span_window=2, beam_args=FAST_BEAM_ARGS
-    )
+    config = PipelineConfig(input_dir=str(input_dir), output_dir=str(tmp_path / "out"), span_window=2)
     assert config.reads_spans
 
     def ingest():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import read_idx_dataset, run_like_tf_serving, states
+from tests.helpers import read_idx_dataset, run_like_tf_serving, states
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_the_trainer_chooses_its_model_on_the_validation_split(small_run):
     from tfx.proto import trainer_pb2
     from tfx.utils import proto_utils
 
-    from tests.conftest import store_of
+    from tests.helpers import store_of
 
     store = store_of(small_run)
     [trainer] = [e for e in store.get_executions() if e.type == "tfx.components.trainer.component.Trainer"]

@@ -168,6 +168,6 @@ def compile_pipeline(config: PipelineConfig, cluster: ClusterConfig, output_path
     if cluster.gpus and (cluster.node_selector or cluster.tolerations):
         documents.append(platform_spec(job["pipelineSpec"], cluster))
     with open(stem + ".yaml", "w") as f:
-        f.write(f"# vae-mnist for Kubeflow Pipelines (kubeflow/runner.py); pipeline root {config.pipeline_root}\n")
+        f.write(f"# vae-mnist for Kubeflow Pipelines ({__name__}); pipeline root {config.pipeline_root}\n")
         yaml.safe_dump_all(documents, f, sort_keys=True)
     return stem + ".yaml"

@@ -1,5 +1,5 @@
-"""The end of a run in a few lines: how training went, what the Evaluator measured, whether the
-model was blessed (and if not, why), and where it was pushed."""
+"""The end of a run in a few lines: each component's state and time, how training went, what the
+Evaluator measured, whether the model was blessed (and if not, why), and where it was pushed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 
 from components.served_model import SERVED_VERSION_KEY
 from components.serving_layout import served_version
-from pipeline.run_report import ComponentRun
+from pipeline.run_record import ComponentRun
 
 _DIGIT_LINES = 3
 _LABELS = {"neg_elbo": "-ELBO"}
@@ -20,6 +20,15 @@ def _custom(artifact, name: str):
     if value is None:
         return None
     return value.string_value or value.int_value
+
+
+def format_summary(run_name: str, components: list[ComponentRun]) -> str:
+    """The table of a run: every component with its state and wall time."""
+    lines = [f"Run {run_name}:"]
+    width = max((len(c.node) for c in components), default=0)
+    for c in components:
+        lines.append(f"  {c.node:<{width}}  {c.state:<8} {c.seconds:7.1f} s")
+    return "\n".join(lines)
 
 
 def training_lines(trainer: ComponentRun) -> list[str]:
