@@ -2,8 +2,9 @@
 
   .venv/bin/python bench/pipeline_cost.py [--preset tutorial] [--set epochs=3] [--beam-arg ...]
 
-One process, no cache: first the pipeline (every component's wall time from ML Metadata's execution
-records; inside the Trainer, the phases of run_fn and every epoch from its training_record.json),
+One process, no cache: first the pipeline, as ``vae-mnist run`` runs it (``run_locally``, the same
+progress and summary; every component's wall time from ML Metadata's execution records; inside
+the Trainer, the phases of run_fn and every epoch from its training_record.json),
 then the same model trained alone with plain ``model.fit`` on in-memory arrays for exactly the
 epochs the Trainer ran, on the same training and validation images (bench/common.py:plain_fit).
 
@@ -65,6 +66,7 @@ def breakdown(wall: float, component_seconds: dict[str, float], record: dict) ->
 def main() -> None:
     from model.config import VaeConfig
     from model.training_record import read_training_record
+    from pipeline import summary
     from pipeline.config import DEFAULT_BEAM_ARGS, PipelineConfig
     from pipeline.local_runner import run_locally
 
@@ -85,6 +87,7 @@ def main() -> None:
     started = time.perf_counter()
     runs = run_locally(config)
     wall = time.perf_counter() - started
+    print("\n".join(summary.outcome_lines(runs, config.serving_model_dir)))  # what `vae-mnist run` ends with
     record = read_training_record(runs["Trainer"].output("model_run").uri)
     epochs = [e["seconds"] for e in record["epochs"]]
     rows = breakdown(wall, {node: run.seconds for node, run in runs.items()}, record)

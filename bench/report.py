@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import common
 import numpy as np
@@ -47,7 +48,7 @@ def machine_line(result: dict) -> str:
 
 
 def cost_section(history: list[dict]) -> list[str]:
-    """The whole run's breakdown, the first measured beside the newest (before and after a change)."""
+    """The whole run's breakdown: the first measured beside the two newest (before and after changes)."""
     lines = ["", "## Whole-pipeline cost (`bench/pipeline_cost.py`)", ""]
     measured = [r for r in history if "breakdown" in r]
     older = [r for r in history if "breakdown" not in r]
@@ -61,14 +62,23 @@ def cost_section(history: list[dict]) -> list[str]:
         ]
     if not measured:
         return lines + ["No breakdown measured yet."]
-    runs = [measured[0], measured[-1]] if len(measured) > 1 else measured[-1:]
+    runs = [measured[0], *measured[1:][-2:]]
+
+    def heading(r: dict) -> str:
+        return f"{r['when'][:16]}" + (f" at `{r['commit']}`" if "commit" in r else "") + " (s)"
+
     lines += [
-        "| stage | " + " | ".join(f"{r['when'][:16]} (s)" for r in runs) + " |",
+        "| stage | " + " | ".join(heading(r) for r in runs) + " |",
         "| --- |" + " --- |" * len(runs),
     ]
-    stages = list(dict.fromkeys(stage for r in runs for stage in r["breakdown"]))
+    # "the other 68 epochs" and "the other 69 epochs" are one row.
+    breakdowns = [
+        {re.sub(r"the other \d+ epochs", "the epochs after the first", k): v for k, v in r["breakdown"].items()}
+        for r in runs
+    ]
+    stages = list(dict.fromkeys(stage for b in breakdowns for stage in b))
     for stage in stages:
-        cells = [f"{r['breakdown'][stage]:.1f}" if stage in r["breakdown"] else "-" for r in runs]
+        cells = [f"{b[stage]:.1f}" if stage in b else "-" for b in breakdowns]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     figures = [
         ("**whole run**", "wall_seconds", "{:.1f}"),
