@@ -75,7 +75,7 @@ class _Lineage:
 
 def pushed_versions(model_dir: str, metadata_path: str) -> list[PushedVersion]:
     """Every version directory under ``model_dir``, oldest first, with what ML Metadata knows."""
-    from pipeline.outcome import slice_metrics
+    from pipeline.summary import slice_metrics
 
     lineage = _Lineage(metadata_path) if os.path.exists(metadata_path) else None
     pushes = lineage.pushes() if lineage else {}
