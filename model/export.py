@@ -58,6 +58,9 @@ SCORES = ("neg_elbo", "reconstruction_error", "kl", "pixel_mse", "anomaly_score"
 
 
 class ServingModule(tf.Module):
+    """The signatures, traced without AutoGraph: none has Python control flow on tensors (``generate``
+    uses ``tf.cond``), and converting the Keras and Transform code they call slowed the export."""
+
     def __init__(self, vae: Vae, tf_transform_output: tft.TFTransformOutput, calibration: anomaly.Calibration):
         super().__init__(name="vae_mnist")
         self.anomaly_threshold = calibration.threshold
@@ -100,26 +103,26 @@ class ServingModule(tf.Module):
             "z_log_var": z_log_var,
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None, NUM_PIXELS], tf.int64, name=IMAGE_KEY)])
+    @tf.function(input_signature=[tf.TensorSpec([None, NUM_PIXELS], tf.int64, name=IMAGE_KEY)], autograph=False)
     def serve_pixels(self, image):
         return self._score(self._pixels(image))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
     def serve_tf_examples(self, examples):
         image = tf.io.parse_example(examples, self._serving_spec)[IMAGE_KEY]
         return self._score(self._pixels(image))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
     def score_tf_examples(self, examples):
         scores = self.serve_tf_examples(examples)
         return {name: scores[name] for name in SCORES}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, NUM_PIXELS], tf.int64, name=IMAGE_KEY)])
+    @tf.function(input_signature=[tf.TensorSpec([None, NUM_PIXELS], tf.int64, name=IMAGE_KEY)], autograph=False)
     def encode(self, image):
         z_mean, z_log_var = self.encoder(self._pixels(image), training=False)
         return {"z_mean": z_mean, "z_log_var": z_log_var}
 
-    @tf.function
+    @tf.function(autograph=False)
     def decode(self, z):
         check = tf.debugging.assert_equal(
             tf.shape(z)[1], self.latent_dim, message=f"z must be [N, {self.latent_dim}] latent vectors"
@@ -127,7 +130,10 @@ class ServingModule(tf.Module):
         with tf.control_dependencies([check]):
             return {"images": tf.sigmoid(self.decoder(tf.identity(z), training=False))}
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="count"), tf.TensorSpec([], tf.int64, name="seed")])
+    @tf.function(
+        input_signature=[tf.TensorSpec([], tf.int32, name="count"), tf.TensorSpec([], tf.int64, name="seed")],
+        autograph=False,
+    )
     def generate(self, count, seed):
         checks = [
             tf.debugging.assert_positive(count, message="count must be positive"),
@@ -142,7 +148,7 @@ class ServingModule(tf.Module):
         )
         return {"images": tf.sigmoid(self.decoder(z, training=False))}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False)
     def transform_features(self, examples):
         return self.tft_layer(tf.io.parse_example(examples, self._raw_spec))
 

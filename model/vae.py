@@ -86,6 +86,9 @@ class Vae(keras.Model):
         self.trackers["kl"].update_state(kl)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
+    # No AutoGraph for the steps: they have no Python control flow on tensors, and converting them
+    # (and the Keras code they call) made the first epoch 25 s instead of 8 s on 2 cores (issue 15).
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         pixels = _features_only(data)
         with tf.GradientTape() as tape:
@@ -96,6 +99,7 @@ class Vae(keras.Model):
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
         return self._update_metrics(per_example_loss, reconstruction, kl)
 
+    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         pixels = _features_only(data)
         reconstruction, kl = self.per_example_terms(pixels, training=False)
