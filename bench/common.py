@@ -35,15 +35,34 @@ def machine() -> dict:
     return {"cores": os.cpu_count(), "cpu": cpu, "gpus": gpus, "python": platform.python_version()}
 
 
+def commit() -> str | None:
+    """The code measured: the checkout's commit, with "+changes" when its code differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        code = [".", ":!bench/results", ":!BENCHMARKS.md"]  # what the figures themselves change does not count
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *code],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def record(name: str, result: dict) -> str:
-    """Appends one result (with the machine and the time) to bench/results/<name>.json."""
+    """Appends one result (with the machine, the time and the commit) to bench/results/<name>.json."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     path = os.path.join(RESULTS_DIR, f"{name}.json")
     history = []
     if os.path.exists(path):
         with open(path) as f:
             history = json.load(f)
-    history.append({"when": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(), **result})
+    when = datetime.datetime.now().isoformat(timespec="seconds")
+    history.append({"when": when, "machine": machine(), "commit": commit(), **result})
     with open(path, "w") as f:
         json.dump(history, f, indent=1)
     return path

@@ -65,7 +65,7 @@ def cost_section(history: list[dict]) -> list[str]:
     runs = [measured[0], *measured[1:][-2:]]
 
     def heading(r: dict) -> str:
-        return f"{r['when'][:16]}" + (f" at `{r['commit']}`" if "commit" in r else "") + " (s)"
+        return f"{r['when'][:16]}" + (f" at `{r['commit']}`" if r.get("commit") else "") + " (s)"
 
     lines += [
         "| stage | " + " | ".join(heading(r) for r in runs) + " |",
