@@ -58,8 +58,8 @@ SCORES = ("neg_elbo", "reconstruction_error", "kl", "pixel_mse", "anomaly_score"
 
 
 class ServingModule(tf.Module):
-    """The signatures, traced without AutoGraph: none has Python control flow on tensors (``generate``
-    uses ``tf.cond``), and converting the Keras and Transform code they call slowed the export."""
+    """The signatures, traced without AutoGraph as the training steps are: none has Python control
+    flow on tensors (``generate`` uses ``tf.cond``)."""
 
     def __init__(self, vae: Vae, tf_transform_output: tft.TFTransformOutput, calibration: anomaly.Calibration):
         super().__init__(name="vae_mnist")
