@@ -62,10 +62,10 @@ def run_locally(config: PipelineConfig, progress: TextIO | None = sys.stdout) ->
         with watching:
             tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
     finally:
+        run_name, components = latest_run(config.metadata_path, config.pipeline_name)
         if progress:
-            run_name, components = latest_run(config.metadata_path, config.pipeline_name)
             progress.write("\n" + format_summary(run_name, components) + "\n")
-    return last_run(config)
+    return {c.node: c for c in components}
 
 
 def last_run(config: PipelineConfig) -> dict[str, ComponentRun]:
