@@ -92,9 +92,10 @@ def cost_section(history: list[dict]) -> list[str]:
     for label, key, form in figures:
         lines.append(f"| {label} | " + " | ".join(form.format(r[key]) for r in runs) + " |")
     r, cost = runs[-1], pipeline_cost
+    beam = f"`{' '.join(r['beam_args'])}`" if r["beam_args"] else "with no arguments (the in-process DirectRunner)"
     lines += [
         "",
-        f"The `{r['preset']}` preset on full MNIST, no cache, Beam `{' '.join(r['beam_args'])}`, one process: the "
+        f"The `{r['preset']}` preset on full MNIST, no cache, Beam {beam}, one process: the "
         "pipeline, then the same network trained alone with plain `model.fit` for the epochs the Trainer ran. "
         "Rows add up to the whole run: components from ML Metadata's execution records, the Trainer's phases "
         "from its training record (model/training_record.py). Targets (newest): not an epoch <= "

@@ -2,10 +2,16 @@
 environment. ``PipelineConfig.beam_args`` holds the result; this is the one place that knows how
 each runner is addressed.
 
-- ``direct``: Beam's DirectRunner in the component's own process. On a 2-core machine it runs the
+- ``direct``: Beam's DirectRunner in the component's own process, which is what Beam does with no
+  arguments (``--direct_running_mode=in_memory``, one worker). On a 2-core machine it runs the
   data stages of a full-MNIST pipeline in 26 s against 48 s for ``direct_parallel``, whose worker
   processes each import TensorFlow and keep competing with the Trainer for the CPU afterwards
-  (bench/pipeline_cost.py);
+  (bench/pipeline_cost.py). It passes no arguments at all because TFX, given any Beam argument
+  but none naming the workers' dependencies, copies its own installation and builds an sdist of
+  it (``setup.py sdist`` in a subprocess) every time a Beam component starts, to ship to remote
+  workers (tfx/utils/dependency_utils.py:make_beam_dependency_flags, called by
+  tfx/dsl/components/base/base_beam_executor.py). In-process workers never use it; it cost about
+  2 s per Beam component here (issue 15);
 - ``direct_parallel``: the DirectRunner with one worker process per core, for machines with many;
 - ``flink`` / ``spark``: a portable job server in the cluster (e.g. the Flink or Spark operator's),
   with the Python SDK harness as a sidecar (``--environment_type=EXTERNAL``) or in our image
@@ -37,7 +43,7 @@ def beam_args(profile: str, **options: str) -> tuple[str, ...]:
     if missing:
         raise ValueError(f"Beam profile {profile!r} needs {', '.join(missing)}")
     if profile == "direct":
-        return ("--direct_running_mode=in_memory",)
+        return ()
     if profile == "direct_parallel":
         return ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
     if profile in ("flink", "spark"):

@@ -249,7 +249,7 @@ def pipeline_env(config_dir: str, small_mnist: str, home: str) -> dict:
         "VAE_MNIST_OUTPUT_DIR": config_dir,
         "VAE_MNIST_PRESET": SMALL_RUN["preset"],
         "VAE_MNIST_VAE_OVERRIDES": '{"epochs": 3}',
-        "VAE_MNIST_BEAM_ARGS": '["--direct_running_mode=in_memory"]',
+        "VAE_MNIST_BEAM_ARGS": "[]",
     }
 
 
