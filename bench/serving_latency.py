@@ -38,6 +38,7 @@ def directory_bytes(path: str) -> int:
 def main() -> None:
     import tensorflow as tf
 
+    from model.export import load_networks
     from pipeline.serving import latest_version_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -49,10 +50,12 @@ def main() -> None:
     model = tf.saved_model.load(version_dir)
     serve = model.signatures["serving_default"]
 
+    networks = load_networks(version_dir)
+
     @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32)])
     def raw_keras(pixels):  # the network alone: encoder, decoder at the posterior mean
-        z_mean, _ = model.encoder(pixels)
-        return tf.sigmoid(model.decoder(z_mean))
+        z_mean, _ = networks.encoder(pixels)
+        return tf.sigmoid(networks.decoder(z_mean))
 
     rng = np.random.default_rng(0)
     images = {n: tf.constant(rng.integers(0, 256, size=(n, 784)), tf.int64) for n in (1, 256)}

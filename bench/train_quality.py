@@ -49,10 +49,14 @@ def log_likelihood(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
 
 def evaluate(model_dir: str, images: np.ndarray, labels: np.ndarray, iw_k: int, iw_images: int, seed: int = 0) -> dict:
     """Test-set figures through the exported model: its ``encode`` signature (which applies
-    Transform) and the decoder's logits (part of the SavedModel), so likelihoods are exact."""
+    Transform) and its decoder's logits (the exported weights in the network), so likelihoods are
+    exact."""
     import tensorflow as tf
 
+    from model.export import load_networks
+
     model = tf.saved_model.load(model_dir)
+    decoder = load_networks(model_dir).decoder
     serve, encode = model.signatures["serving_default"], model.signatures["encode"]
     rng = np.random.default_rng(seed)
     x = images / 255.0
@@ -70,13 +74,13 @@ def evaluate(model_dir: str, images: np.ndarray, labels: np.ndarray, iw_k: int, 
             posterior["z_log_var"].numpy().astype(np.float64),
         )
         z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape)
-        logits = model.decoder(tf.constant(z, tf.float32)).numpy().astype(np.float64)
+        logits = decoder(tf.constant(z, tf.float32)).numpy().astype(np.float64)
         kl.append(-0.5 * (1 + log_var - mean**2 - np.exp(log_var)).sum(axis=1))
         single.append(-log_likelihood(x[chunk], logits) + kl[-1])
         for i in range(start, min(start + 500, iw_images)):  # importance-weighted bound, k samples
             j = i - start
             zs = mean[j] + np.exp(0.5 * log_var[j]) * rng.standard_normal((iw_k, mean.shape[1]))
-            sample_logits = model.decoder(tf.constant(zs, tf.float32)).numpy().astype(np.float64)
+            sample_logits = decoder(tf.constant(zs, tf.float32)).numpy().astype(np.float64)
             log_w = log_likelihood(x[i], sample_logits) + log_normal(zs, 0.0, 0.0) - log_normal(zs, mean[j], log_var[j])
             iw_nll.append(-(np.logaddexp.reduce(log_w) - np.log(iw_k)))
     single, kl = np.concatenate(single), np.concatenate(kl)

@@ -26,7 +26,7 @@ from tfx_bsl.public import tfxio
 
 from model import anomaly
 from model.config import VaeConfig
-from model.export import export_serving_model, read_architecture
+from model.export import export_serving_model, read_architecture, read_weights
 from model.features import PIXELS_KEY
 from model.training_record import TRAINING_RECORD, Phases, TrainingRecord
 from model.vae import build_vae
@@ -203,8 +203,7 @@ def warm_start(vae, base_model: str | None) -> tuple[bool, str]:
     if served != wanted:
         changed = ", ".join(f"{k} {served.get(k)} -> {v}" for k, v in wanted.items() if served.get(k) != v)
         return False, f"the architecture differs from the served model's ({changed}): trained from scratch"
-    checkpoint = tf.train.Checkpoint(encoder=vae.encoder, decoder=vae.decoder)
-    checkpoint.read(os.path.join(base_model, "variables", "variables")).assert_existing_objects_matched()
+    read_weights(vae, base_model)
     return True, f"warm start from the served model ({base_model})"
 
 
