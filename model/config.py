@@ -30,6 +30,10 @@ class VaeConfig:
     batch_size: int = 32
     epochs: int = 10
     steps_per_epoch: int | None = None  # None: one pass over the training split
+    # Training (and validation) steps per call into the compiled graph. One step per call costs the
+    # tutorial network a third of its epoch in Keras' per-step Python and dispatch (4.6 s an epoch
+    # against 3.0 s at 32, 2 cores): small networks want many (issue 15).
+    steps_per_execution: int = 32
     # KL warm-up: the KL term's weight rises linearly from 0 to 1 over this many epochs (0: off).
     kl_warmup_epochs: int = 0
     early_stopping_patience: int = 5  # epochs without a better validation loss; 0: off
@@ -111,6 +115,7 @@ _MINIMUM = {
     "batch_size": 1,
     "epochs": 1,
     "steps_per_epoch": 1,
+    "steps_per_execution": 1,
     "kl_warmup_epochs": 0,
     "early_stopping_patience": 0,
     "lr_plateau_patience": 0,

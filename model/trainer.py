@@ -87,7 +87,9 @@ def shuffled_batches(pixels: np.ndarray, batch_size: int, seed: int) -> tf.data.
 
     epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
     gather = tf.autograph.experimental.do_not_convert(lambda indices: tf.gather(images, indices))
-    return epoch_seeds.flat_map(batches_of_indices).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    batches = epoch_seeds.flat_map(batches_of_indices).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    # Known length, so that Keras can run several steps per call (VaeConfig.steps_per_execution).
+    return batches.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
 
 
 def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -124,6 +126,18 @@ def input_datasets(fn_args: tfx.components.FnArgs, tf_transform_output, config: 
         train = train.repeat()
     prefetch = tf.data.AUTOTUNE
     return train.prefetch(prefetch), evaluation.prefetch(prefetch), config.steps_per_epoch, examples
+
+
+def fit_steps_per_execution(config: VaeConfig, train, evaluation, steps: int | None) -> VaeConfig:
+    """``config`` with one step per call when a split streamed from disk has an unknown length:
+    Keras must know how many steps an epoch has to run several per call."""
+    unknown = tf.data.UNKNOWN_CARDINALITY
+    if config.steps_per_execution > 1 and (
+        evaluation.cardinality() == unknown or (steps is None and train.cardinality() == unknown)
+    ):
+        logging.info("One step per call: the input is streamed, of unknown length")
+        return config.replace(steps_per_execution=1)
+    return config
 
 
 class TrainingDivergedError(RuntimeError):
@@ -224,6 +238,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     with phases("read"):
         tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
         train, evaluation, steps, examples_per_epoch = input_datasets(fn_args, tf_transform_output, config)
+    config = fit_steps_per_execution(config, train, evaluation, steps)
     with phases("build"), distribution_strategy().scope():
         vae = build_vae(config)
         warm, how = warm_start(vae, fn_args.base_model)

@@ -118,6 +118,9 @@ def _features_only(data):
 
 def build_vae(config: VaeConfig) -> Vae:
     model = Vae(config)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        steps_per_execution=config.steps_per_execution,
+    )
     model.build((None, NUM_PIXELS))
     return model

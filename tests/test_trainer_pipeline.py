@@ -162,7 +162,8 @@ def test_both_input_modes_feed_the_same_transformed_pixels(small_run, small_mnis
     from tfx.types import standard_artifacts
 
     from model.config import VaeConfig
-    from model.trainer import input_datasets
+    from model.trainer import fit_steps_per_execution, input_datasets
+    from model.vae import build_vae
 
     transform_dir = os.path.join(small_run.pipeline_root, "Transform")
     [examples_uri] = glob.glob(os.path.join(small_run.pipeline_root, "IdxExampleGen", "examples", "*"))
@@ -189,6 +190,12 @@ def test_both_input_modes_feed_the_same_transformed_pixels(small_run, small_mnis
     assert first_batch.shape == (100, 784) and first_batch.dtype == np.float32
     train_source = read_idx_dataset(small_mnist)["train"][0].reshape(-1, 784) / 255.0
     assert not np.allclose(first_batch, train_source[:100])  # shuffled
+
+    # Both train: in memory several steps per call (the epoch's length is known), streamed one.
+    fitted = fit_steps_per_execution(config, train, evaluation, None)
+    assert fitted.steps_per_execution == (config.steps_per_execution if input_mode == "memory" else 1)
+    history = build_vae(fitted).fit(train, validation_data=evaluation, epochs=1, verbose=0).history
+    assert np.isfinite(history["val_neg_elbo"][0])
 
 
 def test_tf_serving_session_refuses_oversized_generate(serving_model_dir):
