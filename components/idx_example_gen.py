@@ -27,6 +27,7 @@ so a spanned pipeline compiled for Kubeflow passes the run's id as ``run_nonce``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -81,7 +82,9 @@ def resolve_split_files(input_base: str, pattern: str) -> tuple[str, str]:
     return images[0], labels[0]
 
 
+@functools.lru_cache(maxsize=None)
 def _varint(value: int) -> bytes:
+    """A protobuf varint (cached: the same few lengths recur in every record)."""
     out = bytearray()
     while True:
         byte, value = value & 0x7F, value >> 7
@@ -96,15 +99,23 @@ def _field(tag: int, body: bytes) -> bytes:
     return bytes([tag]) + _varint(len(body)) + body
 
 
-_IMAGE_KEY_FIELD, _LABEL_KEY_FIELD = _field(0x0A, IMAGE_KEY.encode()), _field(0x0A, LABEL_KEY.encode())
+_IMAGE_KEY_FIELD = _field(0x0A, IMAGE_KEY.encode())
+
+
+@functools.lru_cache(maxsize=None)
+def _label_entry(label: int) -> bytes:
+    """The ``label`` entry of Features.feature, whole: the same ten byte strings for MNIST."""
+    body = _field(0x0A, LABEL_KEY.encode()) + _field(0x12, _field(0x1A, _field(0x0A, _varint(label))))
+    return _field(0x0A, body)
 
 
 def serialize_examples(images: np.ndarray, labels: np.ndarray) -> list[bytes]:
     """Serialized tf.Examples {image: int64 list, label: int64}, byte for byte what
-    ``to_example(...).SerializeToString(deterministic=True)`` gives, about twenty times faster.
+    ``to_example(...).SerializeToString(deterministic=True)`` gives, about fifty times faster.
 
-    The pixels' varints are built for a whole shard at once with NumPy; values outside
-    [0, 16384) (not MNIST's, but IDX allows them) take the protobuf library's path instead.
+    The pixels' varints are built for a whole shard at once with NumPy, and each record is joined
+    from them and a few cached length prefixes; values outside [0, 16384) (not MNIST's, but IDX
+    allows them) take the protobuf library's path instead.
     """
     values = np.asarray(images).reshape(len(images), -1)
     labels = np.asarray(labels, dtype=np.int64)
@@ -113,7 +124,8 @@ def serialize_examples(images: np.ndarray, labels: np.ndarray) -> list[bytes]:
     values = values.astype(np.uint16, copy=False)
     two_bytes = values >= 0x80
     varints = np.empty(values.shape + (2,), dtype=np.uint8)  # each value's one or two varint bytes
-    varints[..., 0] = (values & 0x7F) | (two_bytes << 7)
+    # (in uint8 throughout: a bool shifted left would be int64, eight times the memory traffic)
+    varints[..., 0] = (values & 0x7F).astype(np.uint8) | (two_bytes.view(np.uint8) << np.uint8(7))
     varints[..., 1] = values >> 7
     present = np.empty(values.shape + (2,), dtype=bool)
     present[..., 0], present[..., 1] = True, two_bytes
@@ -121,10 +133,26 @@ def serialize_examples(images: np.ndarray, labels: np.ndarray) -> list[bytes]:
     ends = np.cumsum(values.shape[1] + two_bytes.sum(axis=1))
     records, start = [], 0
     for end, label in zip(ends.tolist(), labels.tolist(), strict=True):
-        # Example{features{feature{"image": Feature{int64_list{packed values}}}, {"label": ...}}}
-        image = _IMAGE_KEY_FIELD + _field(0x12, _field(0x1A, _field(0x0A, flat[start:end])))
-        label_entry = _LABEL_KEY_FIELD + _field(0x12, _field(0x1A, _field(0x0A, _varint(label))))
-        records.append(_field(0x0A, _field(0x0A, image) + _field(0x0A, label_entry)))
+        # Example{features{feature{"image": Feature{int64_list{packed values}}}, {"label": ...}}}:
+        # each message's length prefix, innermost first.
+        packed = end - start
+        int64_list = 1 + len(_varint(packed)) + packed
+        feature = 1 + len(_varint(int64_list)) + int64_list
+        entry = len(_IMAGE_KEY_FIELD) + 1 + len(_varint(feature)) + feature
+        label_entry = _label_entry(label)
+        features = 1 + len(_varint(entry)) + entry + len(label_entry)
+        records.append(
+            b"".join(
+                (
+                    b"\x0a", _varint(features),
+                    b"\x0a", _varint(entry), _IMAGE_KEY_FIELD,
+                    b"\x12", _varint(feature),
+                    b"\x1a", _varint(int64_list),
+                    b"\x0a", _varint(packed), flat[start:end],
+                    label_entry,
+                )
+            )
+        )  # fmt: skip
         start = end
     return records
 
