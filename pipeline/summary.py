@@ -28,6 +28,8 @@ def format_summary(run_name: str, components: list[ComponentRun]) -> str:
     width = max((len(c.node) for c in components), default=0)
     for c in components:
         lines.append(f"  {c.node:<{width}}  {c.state:<8} {c.seconds:7.1f} s")
+    if components:
+        lines.append(f"  {'all components':<{width}}  {'':<8} {sum(c.seconds for c in components):7.1f} s")
     return "\n".join(lines)
 
 
@@ -43,7 +45,21 @@ def training_lines(trainer: ComponentRun) -> list[str]:
     if best and "val_neg_elbo" in best:
         line += f"; best epoch {best['epoch']}: validation -ELBO {best['val_neg_elbo']:.1f} nats (one sample)"
     lines = [line] + ([f"  weights: {record['warm_start']}"] if "warm_start" in record else [])
-    return lines + anomaly_lines(trainer)
+    return lines + time_lines(record) + anomaly_lines(trainer)
+
+
+def time_lines(record: dict) -> list[str]:
+    """Where the Trainer's time went: its epochs, and its phases outside them (read, build,
+    calibrate, export)."""
+    phases, epochs = dict(record.get("phase_seconds") or {}), [e["seconds"] for e in record["epochs"]]
+    if not phases or not epochs:
+        return []
+    phases["fit"] = phases.get("fit", 0.0) - sum(epochs)  # fit's own set-up and callbacks
+    outside = ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items())
+    return [
+        f"  time: epochs {sum(epochs):.1f} s (the first, which traces the graph, {epochs[0]:.1f} s); "
+        f"outside them {sum(phases.values()):.1f} s ({outside})"
+    ]
 
 
 def anomaly_lines(trainer: ComponentRun) -> list[str]:

@@ -38,6 +38,12 @@ def test_every_component_succeeds_and_the_model_is_blessed_and_pushed(small_run)
     version_dir = os.path.join(small_run.serving_model_dir, str(version))
     assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))  # <root>/<model_name>/<version>/
     assert any(line == f"Pushed: {version_dir}" for line in lines)
+    # Where the time went: the Trainer's epochs and each phase outside them, and the components' total.
+    [trainer_time] = [line for line in lines if line.startswith("  time: epochs ")]
+    assert all(f" {phase} " in trainer_time for phase in ("read", "build", "fit", "calibrate", "export"))
+    components = list(last_run(small_run).values())
+    total = summary.format_summary("r", components).splitlines()[-1]
+    assert total.split() == ["all", "components", f"{sum(c.seconds for c in components):.1f}", "s"]
 
 
 def test_pushed_model_answers_tf_serving_requests(small_run, small_mnist):
