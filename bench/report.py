@@ -91,7 +91,12 @@ def cost_section(history: list[dict]) -> list[str]:
     ]
     for label, key, form in figures:
         lines.append(f"| {label} | " + " | ".join(form.format(r[key]) for r in runs) + " |")
+    first = runs[0]
+    lines.append(
+        "| whole run / the first column's |" + "".join(f" {r['wall_seconds'] / first['wall_seconds']:.2f} |" for r in runs)
+    )
     r, cost = runs[-1], pipeline_cost
+    fraction = r["wall_seconds"] / first["wall_seconds"]
     beam = f"`{' '.join(r['beam_args'])}`" if r["beam_args"] else "with no arguments (the in-process DirectRunner)"
     lines += [
         "",
@@ -101,7 +106,9 @@ def cost_section(history: list[dict]) -> list[str]:
         "from its training record (model/training_record.py). Targets (newest): not an epoch <= "
         f"{cost.TARGET_NOT_EPOCH_SECONDS:.0f} s ({verdict(r['not_epoch_seconds'], cost.TARGET_NOT_EPOCH_SECONDS)}), "
         f"ratio <= {cost.TARGET_RATIO} ({verdict(r['ratio'], cost.TARGET_RATIO)}), throughput "
-        f">= {cost.TARGET_THROUGHPUT_RATIO} ({verdict(r['throughput_ratio'], cost.TARGET_THROUGHPUT_RATIO, False)}). "
+        f">= {cost.TARGET_THROUGHPUT_RATIO} ({verdict(r['throughput_ratio'], cost.TARGET_THROUGHPUT_RATIO, False)}), "
+        f"the whole run <= 2/3 of the first column's, on the same machine ({fraction:.2f}: "
+        f"{verdict(fraction, cost.TARGET_WHOLE_FRACTION)}). "
         f"Measured {machine_line(r)}.",
     ]
     return lines
