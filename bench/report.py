@@ -88,9 +88,10 @@ def cost_section(history: list[dict]) -> list[str]:
         ("plain `model.fit`, same epochs and images", "plain_fit_seconds", "{:.1f}"),
         ("**ratio whole run / plain training**", "ratio", "{:.2f}"),
         ("Trainer examples/s / plain `model.fit`'s", "throughput_ratio", "{:.2f}"),
+        ("the model's test -ELBO at the posterior mean (its Evaluator's)", "test_neg_elbo_at_mean", "{:.1f}"),
     ]
     for label, key, form in figures:
-        lines.append(f"| {label} | " + " | ".join(form.format(r[key]) for r in runs) + " |")
+        lines.append(f"| {label} | " + " | ".join(form.format(r[key]) if key in r else "-" for r in runs) + " |")
     first = runs[0]
     lines.append(
         "| whole run / the first column's |" + "".join(f" {r['wall_seconds'] / first['wall_seconds']:.2f} |" for r in runs)
