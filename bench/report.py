@@ -94,7 +94,8 @@ def cost_section(history: list[dict]) -> list[str]:
         lines.append(f"| {label} | " + " | ".join(form.format(r[key]) if key in r else "-" for r in runs) + " |")
     first = runs[0]
     lines.append(
-        "| whole run / the first column's |" + "".join(f" {r['wall_seconds'] / first['wall_seconds']:.2f} |" for r in runs)
+        "| whole run / the first column's |"
+        + "".join(f" {r['wall_seconds'] / first['wall_seconds']:.2f} |" for r in runs)
     )
     r, cost = runs[-1], pipeline_cost
     fraction = r["wall_seconds"] / first["wall_seconds"]

