@@ -2,11 +2,12 @@
 
   .venv/bin/python bench/pipeline_cost.py [--preset tutorial] [--set epochs=3] [--beam-arg ...]
 
-One process, no cache, nothing served (its output directory is emptied first): first the pipeline, as ``vae-mnist run`` runs it (``run_locally``, the same
-progress and summary; every component's wall time from ML Metadata's execution records; inside
-the Trainer, the phases of run_fn and every epoch from its training_record.json),
-then the same model trained alone with plain ``model.fit`` on in-memory arrays for exactly the
-epochs the Trainer ran, on the same training and validation images (bench/common.py:plain_fit).
+One process, no cache, nothing served (its output directory is emptied first): first the
+pipeline, as ``vae-mnist run`` runs it (``run_locally``, the same progress and summary; every
+component's wall time from ML Metadata's execution records; inside the Trainer, the phases of
+run_fn and every epoch from its training_record.json), then the same model trained alone with
+plain ``model.fit`` on in-memory arrays for exactly the epochs the Trainer ran, on the same
+training and validation images (bench/common.py:plain_fit).
 
 Figures: the breakdown; what is not an epoch (the whole run less the Trainer's epochs); the ratio
 whole run / plain training; the Trainer's steady examples/s over plain ``model.fit``'s; and the
