@@ -1,19 +1,55 @@
 # vae-mnist: the two commands a new machine needs.
-#   make run    set up (Python 3.10 venv, pinned install, MNIST), run the local pipeline
+#   make run    set up (venv of the stack this host can load, pinned install, MNIST), run the local pipeline
 #   make test   set up, run the test suite
-# Both reuse what is already there: the venv is rebuilt only when pyproject.toml or
-# requirements.lock change, and fetched data is only verified again.
+# Both reuse what is already there: the venv is rebuilt only when pyproject.toml or the stack's
+# lock change, and fetched data is only verified again.
+#
+# Two stacks (README, "Stacks"): `current`, TFX 1.21 on Python 3.11-3.13, whose ml-metadata and
+# TFDV wheels need glibc >= 2.39; `fallback`, TFX 1.16 on Python 3.10, for older hosts. STACK=auto
+# picks current when the host's glibc and a Python 3.11-3.13 allow it; `make STACK=fallback ...`
+# or `make STACK=current ...` forces one. `.ci/debian13 make test` runs the current stack on an
+# older host, inside a Debian 13 root.
 
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
-# TFX 1.16 supports Python 3.9-3.10 only; .python-version selects 3.10 for pyenv users.
-PYTHON310 ?= $(shell command -v python3.10 2>/dev/null || ls -d $$(pyenv root 2>/dev/null)/versions/3.10*/bin/python3.10 2>/dev/null | tail -n 1)
+STACK ?= auto
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-full install fashion-mnist data lint lock clean
+GLIBC := $(shell getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $$2}')
+GLIBC_CURRENT := 2.39
+GLIBC_OK := $(shell printf '%s\n%s\n' $(GLIBC_CURRENT) "$(GLIBC)" | sort -V -C && echo yes)
+find_python = $(firstword $(foreach v,$(1),$(shell command -v python$(v) 2>/dev/null || \
+  ls -d $$(pyenv root 2>/dev/null)/versions/$(v).*/bin/python$(v) 2>/dev/null | sort -V | tail -n 1)))
+PYTHON_CURRENT ?= $(call find_python,3.13 3.12 3.11)
+PYTHON_FALLBACK ?= $(call find_python,3.10)
+
+ifeq ($(STACK),auto)
+  ifeq ($(GLIBC_OK)$(if $(PYTHON_CURRENT),py),yespy)
+    override STACK := current
+    WHY := glibc $(GLIBC) and $(PYTHON_CURRENT)
+  else
+    override STACK := fallback
+    WHY := $(if $(GLIBC_OK),no Python 3.11-3.13 found,glibc $(GLIBC) is older than the $(GLIBC_CURRENT) TFX 1.21's wheels need); \`.ci/debian13 make test\` runs the current stack here
+  endif
+else
+  WHY := forced by STACK=$(STACK)
+endif
+ifeq ($(STACK),current)
+  PYTHON := $(PYTHON_CURRENT)
+  STACK_NAME := TFX 1.21 on Python 3.11-3.13
+else ifeq ($(STACK),fallback)
+  PYTHON := $(PYTHON_FALLBACK)
+  STACK_NAME := TFX 1.16 on Python 3.10
+else
+  $(error STACK must be auto, current or fallback, not '$(STACK)')
+endif
+LOCK := locks/$(STACK).txt
+NODEPS := $(wildcard locks/$(STACK)-nodeps.txt)
+STAMP := $(VENV)/.installed-$(STACK)
+
+.PHONY: run test test-full install stack fashion-mnist data lint lock clean
 
 run: install
 	$(VENV)/bin/vae-mnist run $(RUN_ARGS)
@@ -25,14 +61,22 @@ test: install fashion-mnist
 test-full: install
 	$(VENV)/bin/pytest -m full_data $(PYTEST_ARGS)
 
-install: $(STAMP)
+install: stack $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock requirements-nodeps.txt
-	@test -n "$(PYTHON310)" || { echo "Python 3.10 is needed (TFX 1.16): e.g. 'pyenv install 3.10'" >&2; exit 1; }
-	test -x $(PY) || $(PYTHON310) -m venv $(VENV)
+# One line: which stack, and why.
+stack:
+	@echo "stack: $(STACK) ($(STACK_NAME)): $(WHY)"
+
+$(STAMP): pyproject.toml $(LOCK) $(NODEPS)
+	@test -n "$(PYTHON)" || { echo "no Python for the $(STACK) stack ($(STACK_NAME)): e.g. 'pyenv install 3.10'" >&2; exit 1; }
+	@test "$(STACK)" != current -o -n "$(GLIBC_OK)" || { echo "the current stack needs glibc $(GLIBC_CURRENT); this host has $(GLIBC): use .ci/debian13 make ..." >&2; exit 1; }
+	@# A venv of the other stack's Python is replaced, not patched.
+	@v='import sys; print(sys.version_info[:2])'; test ! -x $(PY) || [ "$$($(PY) -c "$$v")" = "$$($(PYTHON) -c "$$v")" ] \
+	  || { echo "replacing $(VENV): it holds another stack's Python"; rm -rf $(VENV)/* $(VENV)/.installed-*; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.lock
-	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet -r $(LOCK)
+	$(if $(NODEPS),$(PY) -m pip install --quiet --no-deps -r $(NODEPS))
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -49,13 +93,15 @@ data: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# Re-resolves the dependencies in a scratch venv and pins the result.
-lock:
-	rm -rf .venv-lock && $(PYTHON310) -m venv .venv-lock
+# Re-resolves the dependencies of the stack in a scratch venv and pins the result in its lock
+# (`.ci/debian13 make lock` for the current stack on an older host).
+lock: stack
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet --upgrade pip && .venv-lock/bin/pip install --quiet -e '.[dev]'
-	{ echo "# Exact versions of every package vae-mnist installs (Python 3.10, TFX 1.16 family)."; \
-	  echo "# Regenerate with 'make lock' after changing pyproject.toml's dependencies."; \
-	  .venv-lock/bin/pip freeze --exclude-editable | grep -v '^vae-mnist'; } > requirements.lock
+	{ echo "# Exact versions of every package vae-mnist installs on the $(STACK) stack ($(STACK_NAME))."; \
+	  echo "# Made by 'make lock' with $$(.venv-lock/bin/python --version) on glibc $(GLIBC); run it after changing pyproject.toml's dependencies."; \
+	  .venv-lock/bin/pip freeze --exclude-editable | grep -v '^vae-mnist'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
 	rm -rf .venv-lock
 
 clean:

@@ -27,6 +27,7 @@ import os
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.proto import config_pb2  # TFMA 0.52 no longer exports every config proto
 from tfx import v1 as tfx
 from tfx.components.evaluator import executor as tfx_evaluator
 from tfx.dsl.components.base import executor_spec
@@ -69,17 +70,17 @@ def signature_outputs(model_dir: str, signature: str) -> set[str] | None:
     return None
 
 
-def _digit(spec: tfma.SlicingSpec) -> int | None:
+def _digit(spec: config_pb2.SlicingSpec) -> int | None:
     value = spec.feature_values.get(LABEL_KEY)
     return int(value) if value is not None and not spec.feature_keys else None
 
 
-def _score_of(metric: tfma.MetricConfig) -> str | None:
+def _score_of(metric: config_pb2.MetricConfig) -> str | None:
     """The model output a MeanScore metric averages (None for other metrics)."""
     return json.loads(metric.config or "{}").get("score")
 
 
-def drop_small_digit_bounds(config: tfma.EvalConfig, counts: np.ndarray) -> dict[int, int]:
+def drop_small_digit_bounds(config: config_pb2.EvalConfig, counts: np.ndarray) -> dict[int, int]:
     """Removes the bounds of digits with fewer eval images than ``min_slice_size`` and clears it
     (see the module docstring). Returns {digit: images} of the digits left without bounds."""
     minimum = config.options.min_slice_size.value
@@ -93,9 +94,9 @@ def drop_small_digit_bounds(config: tfma.EvalConfig, counts: np.ndarray) -> dict
     return small
 
 
-def candidate_only(config: tfma.EvalConfig, scores: set[str]) -> None:
+def candidate_only(config: config_pb2.EvalConfig, scores: set[str]) -> None:
     """Computes these scores' metrics for the candidate alone, bounded but not compared."""
-    moved = tfma.MetricsSpec(model_names=[tfma.CANDIDATE_KEY])
+    moved = config_pb2.MetricsSpec(model_names=[tfma.CANDIDATE_KEY])
     for metrics_spec in config.metrics_specs:
         keep = [m for m in metrics_spec.metrics if _score_of(m) not in scores]
         moved.metrics.extend(m for m in metrics_spec.metrics if m not in keep)
@@ -112,7 +113,7 @@ def candidate_only(config: tfma.EvalConfig, scores: set[str]) -> None:
 
 class Executor(tfx_evaluator.Executor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
-        config = tfma.EvalConfig()
+        config = config_pb2.EvalConfig()
         proto_utils.json_to_proto(exec_properties[_EVAL_CONFIG], config)
         splits = json_utils.loads(exec_properties.get(standard_component_specs.EXAMPLE_SPLITS_KEY) or "null")
         examples = input_dict[standard_component_specs.EXAMPLES_KEY][0]

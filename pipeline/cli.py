@@ -24,6 +24,7 @@ import pipeline  # noqa: F401  (quiets import-time noise before TF loads)
 from components import datasets, fetch
 from components.idx_format import IdxError
 from model.config import PRESETS, VaeConfig
+from pipeline import stack
 from pipeline.beam import DEFAULT_PROFILE as DEFAULT_BEAM_PROFILE
 from pipeline.beam import PROFILES as BEAM_PROFILES
 from pipeline.beam import beam_args
@@ -31,6 +32,12 @@ from pipeline.config import PipelineConfig
 from pipeline.run_lock import OutputDirBusy, output_dir_lock
 
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another run holds the output directory; try again later
+
+
+def _own_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("vae-mnist")
 
 
 def _default(field: str):
@@ -251,7 +258,10 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vae-mnist", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(  # raw: the --version line is not wrapped
+        prog="vae-mnist", description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"vae-mnist {_own_version()}: {stack.describe()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="manage datasets").add_subparsers(dest="data_command", required=True)

@@ -9,6 +9,7 @@ import os
 
 from components.served_model import SERVED_VERSION_KEY
 from components.serving_layout import served_version
+from pipeline import stack
 from pipeline.run_record import ComponentRun
 
 _DIGIT_LINES = 3
@@ -23,8 +24,8 @@ def _custom(artifact, name: str):
 
 
 def format_summary(run_name: str, components: list[ComponentRun]) -> str:
-    """The table of a run: every component with its state and wall time."""
-    lines = [f"Run {run_name}:"]
+    """The table of a run, headed by the stack it ran on: every component with its state and wall time."""
+    lines = [f"Run {run_name} on {stack.describe()}:"]
     width = max((len(c.node) for c in components), default=0)
     for c in components:
         lines.append(f"  {c.node:<{width}}  {c.state:<8} {c.seconds:7.1f} s")

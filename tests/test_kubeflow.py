@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-import tomli as tomllib  # Python 3.10 has no tomllib
 import yaml
 from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2
@@ -25,6 +24,7 @@ from pipeline import kubeflow_runner as runner
 from pipeline.config import PipelineConfig
 from pipeline.kubeflow_runner import ClusterConfig, compile_pipeline, executor_of
 from pipeline.pipeline import create_pipeline
+from pipeline.stack import tomllib
 from tests.helpers import REPO
 
 IMAGE, GPU_IMAGE = "registry.example/vae-mnist:0.1.0", "registry.example/vae-mnist:0.1.0-gpu"
