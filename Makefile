@@ -20,8 +20,11 @@ PYTEST_ARGS ?=
 GLIBC := $(shell getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $$2}')
 GLIBC_CURRENT := 2.39
 GLIBC_OK := $(shell printf '%s\n%s\n' $(GLIBC_CURRENT) "$(GLIBC)" | sort -V -C && echo yes)
-find_python = $(firstword $(foreach v,$(1),$(shell command -v python$(v) 2>/dev/null || \
-  ls -d $$(pyenv root 2>/dev/null)/versions/$(v).*/bin/python$(v) 2>/dev/null | sort -V | tail -n 1)))
+# The first python<version> that runs: on PATH, else the newest of pyenv's (whose shims may exist
+# and refuse to run outside their pyenv version).
+find_python = $(shell for v in $(1); do \
+  for p in $$(command -v python$$v) $$(ls -d $$(pyenv root 2>/dev/null)/versions/$$v.*/bin/python$$v 2>/dev/null | sort -V | tail -n 1); do \
+    $$p -c '' 2>/dev/null && { echo $$p; exit 0; }; done; done)
 PYTHON_CURRENT ?= $(call find_python,3.13 3.12 3.11)
 PYTHON_FALLBACK ?= $(call find_python,3.10)
 

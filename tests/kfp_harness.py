@@ -1,10 +1,11 @@
 """Runs a compiled PipelineSpec the way open-source Kubeflow Pipelines' backend does, for tests.
 
 Test infrastructure, not a runner we ship. Each container task runs its own ``command`` + ``args``
-from the spec, in a subprocess of this environment: TFX's Kubeflow entrypoint and our executors,
-the code a pod runs. What KFP's backend does around that is done here as its source does it,
-limited to what our spec uses; anything else the spec might hold fails loudly instead of being
-guessed at. The rules, with the kubeflow/pipelines file each comes from:
+from the spec, in a process of this environment (a fresh one, or one forked from a pre-imported
+Python: tests/pod_forker.py): TFX's Kubeflow entrypoint and our executors, the code a pod runs.
+What KFP's backend does around that is done here as its source does it, limited to what our spec
+uses; anything else the spec might hold fails loudly instead of being guessed at. The rules, with
+the kubeflow/pipelines file each comes from:
 
 - ``backend/src/v2/compiler/argocompiler/dag.go``: only container and importer executors compile;
   ``resolver`` ("resolver executors not implemented") and ``customJob`` ("Google Cloud only")
@@ -48,13 +49,14 @@ import hashlib
 import itertools
 import json
 import os
-import subprocess
 import time
 import uuid
 
 import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
+
+from tests import pod_forker
 
 RUN_PLACEHOLDERS = ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}")
 
@@ -140,9 +142,17 @@ def check_supported(spec: dict) -> None:
 class KfpHarness:
     """One "cluster": its ML Metadata (artifact ids) and its cache live as long as the object."""
 
-    def __init__(self, workdir: str, env: dict[str, str], parallelism: int = 2, task_timeout: float = 900.0):
+    def __init__(
+        self,
+        workdir: str,
+        env: dict[str, str],
+        parallelism: int = 2,
+        task_timeout: float = 900.0,
+        pods: pod_forker.ForkedPods | None = None,
+    ):
         self.workdir = workdir
         self.env = env
+        self.pods = pods  # pods forked from a pre-imported Python; None: each a fresh process
         self.parallelism = parallelism  # KFP starts every task whose dependencies are done
         self.task_timeout = task_timeout
         self._ids = itertools.count(1)  # next() is atomic under the GIL
@@ -237,21 +247,15 @@ class KfpHarness:
         if leftover:
             raise NotImplementedError(f"{name}: placeholders this harness does not substitute: {leftover}")
         started = time.monotonic()
-        try:
-            process = subprocess.run(
-                argv, env=self.env, cwd=task_dir, capture_output=True, text=True, timeout=self.task_timeout
-            )
-        except subprocess.TimeoutExpired as timeout:
-            log = "".join(
-                part.decode(errors="replace") if isinstance(part, bytes) else part
-                for part in (timeout.stdout or "", timeout.stderr or "")
-            )
-            return TaskRun("failed", {}, self.task_timeout, f"{log}\n{name} timed out after {self.task_timeout:.0f} s")
+        log_path = os.path.join(task_dir, "pod.log")
+        run_pod = self.pods.run if self.pods else pod_forker.run_fresh
+        status = run_pod(argv, self.env, task_dir, log_path, self.task_timeout)
         seconds = time.monotonic() - started
-        log = process.stdout + process.stderr
-        with open(os.path.join(task_dir, "pod.log"), "w") as f:
-            f.write(log)
-        if process.returncode != 0:
+        with open(log_path, errors="replace") as f:
+            log = f.read()
+        if status is None:
+            return TaskRun("failed", {}, seconds, f"{log}\n{name} timed out after {self.task_timeout:.0f} s")
+        if status != 0:
             return TaskRun("failed", {}, seconds, log)
 
         output_file = executor_input["outputs"]["outputFile"]

@@ -267,7 +267,7 @@ def test_the_images_import_check_covers_every_module_the_spec_runs(compiled, tmp
     needed = modules_a_pod_imports(documents[0])
     assert {"components", "components.idx_example_gen", "model.trainer", "model.features", "model.metrics"} <= needed
     assert needed <= checked, f"kubeflow/Dockerfile's import check misses {sorted(needed - checked)}"
-    # Third-party packages: the base image has TFX 1.16 and what it requires; the rest must be installed.
+    # Third-party packages: the base image has TFX and what it requires; the rest must be installed.
     installed_by_dockerfile = set(
         re.search(r"pip install --no-cache-dir ([a-z0-9 _-]+)\s*\\", dockerfile).group(1).split()
     )
@@ -287,12 +287,29 @@ def test_the_images_import_check_covers_every_module_the_spec_runs(compiled, tmp
 def test_dockerfile_builds_on_tfx_and_installs_every_package():
     with open(os.path.join(REPO, "kubeflow", "Dockerfile")) as f:
         lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    assert "ARG BASE_IMAGE=gcr.io/tfx-oss-public/tfx:1.16.0" in lines and "FROM ${BASE_IMAGE}" in lines
+    # The default base is the current stack's TFX, the one its lock pins.
+    with open(os.path.join(REPO, "locks", "current.txt")) as f:
+        [tfx_pin] = [line.strip() for line in f if line.startswith("tfx==")]
+    assert f"ARG BASE_IMAGE=gcr.io/tfx-oss-public/tfx:{tfx_pin.split('==')[1]}" in lines
+    assert "FROM ${BASE_IMAGE}" in lines
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         packages = tomllib.load(f)["tool"]["setuptools"]["packages"]
     copied = {line.split()[1].rstrip("/") for line in lines if line.startswith("COPY")}
     assert set(packages) <= copied
     assert "pip install --no-cache-dir --no-deps ." in " ".join(lines)
+    # tensorboard (TF >= 2.20 no longer brings it) in the release of the image's TF: the version
+    # expression, run here, names this environment's TF release.
+    [requirement] = re.findall(r'"(tensorboard~=.*)"', " ".join(lines))
+    python_dir = os.path.dirname(sys.executable)
+    shell = subprocess.run(
+        ["sh", "-c", f'echo "{requirement}"'],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PATH": python_dir + os.pathsep + os.environ["PATH"]},
+    )
+    release = ".".join(importlib.metadata.version("tensorflow").split(".")[:2])
+    assert shell.stdout.strip() == f"tensorboard~={release}.0"
 
 
 def test_serving_manifests():

@@ -15,8 +15,9 @@ from components import serving_layout
 from pipeline import serving
 from pipeline.config import PipelineConfig
 from pipeline.kubeflow_runner import ClusterConfig, compile_pipeline
-from tests.helpers import DATA_STAGES, LOOSE_BOUNDS, SMALL_RUN, read_idx_dataset, served_files
+from tests.helpers import DATA_STAGES, LOOSE_BOUNDS, REPO, SMALL_RUN, read_idx_dataset, served_files
 from tests.kfp_harness import KfpHarness, RefusedByKfp, check_supported
+from tests.pod_forker import ForkedPods
 from tests.test_pictures import MODEL_PICTURES
 
 DATA_TASKS = (*DATA_STAGES, "Transform")
@@ -44,13 +45,20 @@ def kfp_runs(tmp_path_factory, small_mnist):
     )
     # The pods' `python` is this environment's, as the image's is the image's.
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    harness = KfpHarness(os.path.join(directory, "cluster"), env)
+    # Each pod's own command, forked from a pre-imported Python (tests/pod_forker.py) to save its
+    # imports; VAE_MNIST_FRESH_PODS=1 starts each as a fresh process instead, as a cluster does.
+    pods = None if os.environ.get("VAE_MNIST_FRESH_PODS") else ForkedPods(sys.executable, env, REPO)
+    harness = KfpHarness(os.path.join(directory, "cluster"), env, pods=pods)
     runs = {}
-    for name, spec in (("first", good), ("worse", worse), ("again", good)):
-        tasks = harness.run(spec)
-        failed = {task: run.log[-3000:] for task, run in tasks.items() if run.state == "failed"}
-        assert not failed, failed
-        runs[name] = (tasks, served_files(config.serving_model_dir))
+    try:
+        for name, spec in (("first", good), ("worse", worse), ("again", good)):
+            tasks = harness.run(spec)
+            failed = {task: run.log[-3000:] for task, run in tasks.items() if run.state == "failed"}
+            assert not failed, failed
+            runs[name] = (tasks, served_files(config.serving_model_dir))
+    finally:
+        if pods:
+            pods.close()
     return config, runs
 
 
