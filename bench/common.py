@@ -53,8 +53,24 @@ def commit() -> str | None:
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
+def stack() -> dict:
+    """The stack measured (README, "Stacks"): its name and its TFX, TensorFlow and Python."""
+    from importlib import metadata
+
+    from pipeline import stack as stacks
+
+    return {
+        "name": stacks.name(),
+        "tfx": metadata.version("tfx"),
+        "tensorflow": metadata.version("tensorflow"),
+        "apache_beam": metadata.version("apache-beam"),
+        "python": platform.python_version(),
+    }
+
+
 def record(name: str, result: dict) -> str:
-    """Appends one result (with the machine, the time and the commit) to bench/results/<name>.json."""
+    """Appends one result (with the machine, the stack, the time and the commit) to
+    bench/results/<name>.json, written whole or not at all."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     path = os.path.join(RESULTS_DIR, f"{name}.json")
     history = []
@@ -62,9 +78,10 @@ def record(name: str, result: dict) -> str:
         with open(path) as f:
             history = json.load(f)
     when = datetime.datetime.now().isoformat(timespec="seconds")
-    history.append({"when": when, "machine": machine(), "commit": commit(), **result})
-    with open(path, "w") as f:
+    history.append({"when": when, "machine": machine(), "stack": stack(), "commit": commit(), **result})
+    with open(path + ".tmp", "w") as f:
         json.dump(history, f, indent=1)
+    os.replace(path + ".tmp", path)
     return path
 
 

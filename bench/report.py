@@ -41,10 +41,93 @@ def verdict(value: float | None, target: float | None, lower_is_better: bool = T
     return "met" if met else "**not met**"
 
 
+def stack_of(result: dict) -> dict:
+    """The stack a result measured; results from before stacks were recorded are TFX 1.16's."""
+    return result.get("stack") or {"name": "fallback", "tfx": "1.16.0", "python": result["machine"]["python"]}
+
+
 def machine_line(result: dict) -> str:
-    m = result["machine"]
+    m, s = result["machine"], stack_of(result)
     gpus = ", ".join(m["gpus"]) or "no GPU"
-    return f"{result['when']} on {m['cores']} cores ({m['cpu']}), {gpus}"
+    return f"{result['when']} on {m['cores']} cores ({m['cpu']}), {gpus}, TFX {s['tfx']} on Python {s['python']}"
+
+
+STACKS = ("fallback", "current")
+
+
+def newest_per_stack(history: list[dict], keep=lambda r: True) -> dict[str, dict]:
+    newest = {}
+    for result in history:
+        if keep(result):
+            newest[stack_of(result)["name"]] = result
+    return newest
+
+
+def stacks_section() -> list[str]:
+    """The newest measurement of each stack side by side: model quality, the default run's time,
+    serving latency (README, "Stacks")."""
+    quality = newest_per_stack(
+        load("train_quality"), lambda r: r.get("label") == "tutorial" and r.get("model_chosen_on") == "valid"
+    )
+    cost = newest_per_stack(load("pipeline_cost"), lambda r: "breakdown" in r)
+    serving = newest_per_stack(load("serving_latency"))
+    beam_stages = ("IdxExampleGen", "StatisticsGen", "Transform", "Evaluator", "SpanScores")
+    rows = [
+        ("`tutorial` test -ELBO, one sample (nats)", quality, lambda r: f"{r['test_neg_elbo_single_sample']:.1f}"),
+        ("... at the posterior mean", quality, lambda r: f"{r['test_neg_elbo_at_mean']:.1f}"),
+        ("... epochs run (early stopping on `valid`)", quality, lambda r: f"{r['epochs_run']}"),
+        ("default run, whole (s)", cost, lambda r: f"{r['wall_seconds']:.1f}"),
+        ("... of it not an epoch (s)", cost, lambda r: f"{r['not_epoch_seconds']:.1f}"),
+        (
+            "... Beam stages (s): " + ", ".join(beam_stages),
+            cost,
+            lambda r: ", ".join(f"{r['breakdown'].get(stage, float('nan')):.1f}" for stage in beam_stages),
+        ),
+        ("... ratio whole run / plain `model.fit`", cost, lambda r: f"{r['ratio']:.2f}"),
+        ("... Trainer examples/s", cost, lambda r: f"{r['trainer_examples_per_second']:,.0f}"),
+        ("... the model's test -ELBO at the posterior mean", cost, lambda r: f"{r['test_neg_elbo_at_mean']:.1f}"),
+        (
+            "`serving_default` batch 1 p50 / p99 (ms)",
+            serving,
+            lambda r: f"{r['serving_default']['batch1_p50_ms']:.2f} / {r['serving_default']['batch1_p99_ms']:.2f}",
+        ),
+        (
+            "`serving_default` batch 256 (examples/s)",
+            serving,
+            lambda r: f"{r['serving_default']['batch256_examples_per_second']:,.0f}",
+        ),
+    ]
+    measured = [r for results in (quality, cost, serving) for r in results.values()]
+    if not measured:
+        return []
+
+    def version(name: str) -> str:
+        found = [stack_of(r) for r in measured if stack_of(r)["name"] == name]
+        return f"{name}: TFX {found[-1]['tfx']}, Python {found[-1]['python']}" if found else name
+
+    lines = [
+        "",
+        "## The two stacks side by side",
+        "",
+        'The newest measurement on each stack (README, "Stacks"): `bench/train_quality.py --preset tutorial`, '
+        "`bench/pipeline_cost.py` and `bench/serving_latency.py`, the current stack's run in the Debian 13 root "
+        "(`.ci/debian13 .venv/bin/python bench/...`) on the same machine.",
+        "",
+        "| | " + " | ".join(version(name) for name in STACKS) + " |",
+        "| --- |" + " --- |" * len(STACKS),
+    ]
+    for label, results, cell in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(results[n]) if n in results else "-" for n in STACKS) + " |")
+    lines += ["", "Measured:"] + [
+        f"- {name}: "
+        + "; ".join(
+            f"{what} {machine_line(results[name])}"
+            for what, results in (("quality", quality), ("run", cost), ("serving", serving))
+            if name in results
+        )
+        for name in STACKS
+    ]
+    return lines
 
 
 def cost_section(history: list[dict]) -> list[str]:
@@ -366,6 +449,7 @@ def main() -> None:
         REFERENCES,
     ]
     throughput = newest("training_throughput")
+    sections += stacks_section()
     sections += ["", "## Training throughput (`bench/training_throughput.py`)", ""]
     if throughput:
         sections += [

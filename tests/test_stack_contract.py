@@ -23,8 +23,10 @@ import yaml
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from pipeline import summary
 from pipeline.config import PipelineConfig
 from pipeline.kubeflow_runner import ClusterConfig, compile_pipeline
+from pipeline.local_runner import last_run
 from pipeline.pipeline import create_pipeline
 from tests.helpers import REPO, SMALL_RUN, states
 
@@ -103,6 +105,12 @@ def kubeflow_tasks(directory: str) -> dict:
     return described
 
 
+def outcome(config: PipelineConfig) -> dict:
+    """What the run's summary says of the model: blessed, and pushed."""
+    lines = summary.outcome_lines(last_run(config), config.serving_model_dir)
+    return {"blessed": "BLESSED" in lines, "pushed": any(line.startswith("Pushed: ") for line in lines)}
+
+
 @pytest.fixture(scope="module")
 def described(small_run, tmp_path_factory) -> dict:
     [model_dir] = glob.glob(os.path.join(small_run.pipeline_root, "Trainer", "model", "*", "Format-Serving"))
@@ -110,7 +118,7 @@ def described(small_run, tmp_path_factory) -> dict:
         "pipeline": pipeline_wiring(),
         "signatures": signatures(model_dir),
         "kubeflow": kubeflow_tasks(str(tmp_path_factory.mktemp("contract"))),
-        "small_run": states(small_run),
+        "small_run": {"states": states(small_run), "outcome": outcome(small_run)},
     }
     if os.environ.get("VAE_MNIST_WRITE_CONTRACT"):
         with open(CONTRACT + ".tmp", "w") as f:
@@ -131,10 +139,11 @@ def test_this_stack_keeps_the_contract(described, recorded, part):
     assert described[part] == recorded[part]
 
 
-def test_the_small_run_was_blessed_and_pushed(recorded):
-    """The recorded run is one a reader would accept: every component ran, none was skipped."""
-    assert set(recorded["small_run"].values()) == {"ran"}
-    assert "Pusher" in recorded["small_run"]
+def test_the_recorded_small_run_was_blessed_and_pushed(recorded):
+    """The recorded run is one a reader would accept: every component ran, and the model was
+    blessed and pushed."""
+    assert set(recorded["small_run"]["states"].values()) == {"ran"} and "Pusher" in recorded["small_run"]["states"]
+    assert recorded["small_run"]["outcome"] == {"blessed": True, "pushed": True}
 
 
 def test_version_names_the_stack_it_runs_on():
