@@ -50,7 +50,9 @@ else
 endif
 LOCK := locks/$(STACK).txt
 NODEPS := $(wildcard locks/$(STACK)-nodeps.txt)
-STAMP := $(VENV)/.installed-$(STACK)
+# One stamp per stack and work tree: .ci/debian13 mounts one venv into whichever tree it runs in,
+# and the editable install must point at that tree.
+STAMP := $(VENV)/.installed-$(STACK)-$(shell printf %s "$(CURDIR)" | md5sum | cut -c1-8)
 
 .PHONY: run test test-full install stack fashion-mnist data lint lock clean
 
