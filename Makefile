@@ -83,6 +83,7 @@ $(STAMP): pyproject.toml $(LOCK) $(NODEPS)
 	$(PY) -m pip install --quiet -r $(LOCK)
 	$(if $(NODEPS),$(PY) -m pip install --quiet --no-deps -r $(NODEPS))
 	$(PY) -m pip install --quiet --no-deps -e .
+	rm -f $(VENV)/.installed-*  # another tree's stamp no longer holds: the editable install points here
 	touch $(STAMP)
 
 # Fashion-MNIST, the second dataset, is Debian's dataset-fashion-mnist; its tests skip without it.
@@ -98,14 +99,24 @@ data: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-# Re-resolves the dependencies of the stack in a scratch venv and pins the result in its lock
-# (`.ci/debian13 make lock` for the current stack on an older host).
+# Re-resolves the dependencies of the stack and pins the result in its lock (`.ci/debian13 make
+# lock` for the current stack on an older host). The current stack spans Python 3.11-3.13, whose
+# resolutions differ (scipy 1.18 needs 3.12, apache-beam's GCP extra pins google-apitools by
+# Python), so its lock is uv's universal resolution, with markers; the fallback's is one
+# Python's, frozen from a scratch venv.
 lock: stack
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet --upgrade pip && .venv-lock/bin/pip install --quiet -e '.[dev]'
+	.venv-lock/bin/pip install --quiet --upgrade pip
 	{ echo "# Exact versions of every package vae-mnist installs on the $(STACK) stack ($(STACK_NAME))."; \
-	  echo "# Made by 'make lock' with $$(.venv-lock/bin/python --version) on glibc $(GLIBC); run it after changing pyproject.toml's dependencies."; \
-	  .venv-lock/bin/pip freeze --exclude-editable | grep -v '^vae-mnist'; } > $(LOCK).tmp
+	  echo "# Made by 'make lock' ($(if $(filter current,$(STACK)),uv's universal resolution for Python 3.11-3.13,pip freeze of $$(.venv-lock/bin/python --version))); run it after changing pyproject.toml's dependencies."; } > $(LOCK).tmp
+ifeq ($(STACK),current)
+	.venv-lock/bin/pip install --quiet uv
+	UV_NATIVE_TLS=1 .venv-lock/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	  --no-header --no-annotate --quiet >> $(LOCK).tmp
+else
+	.venv-lock/bin/pip install --quiet -e '.[dev]'
+	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^vae-mnist' >> $(LOCK).tmp
+endif
 	mv $(LOCK).tmp $(LOCK)
 	rm -rf .venv-lock
 
