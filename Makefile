@@ -25,8 +25,13 @@ GLIBC_OK := $(shell printf '%s\n%s\n' $(GLIBC_CURRENT) "$(GLIBC)" | sort -V -C &
 find_python = $(shell for v in $(1); do \
   for p in $$(command -v python$$v) $$(ls -d $$(pyenv root 2>/dev/null)/versions/$$v.*/bin/python$$v 2>/dev/null | sort -V | tail -n 1); do \
     $$p -c '' 2>/dev/null && { echo $$p; exit 0; }; done; done)
-PYTHON_CURRENT ?= $(call find_python,3.13 3.12 3.11)
-PYTHON_FALLBACK ?= $(call find_python,3.10)
+# Looked up once per make (each lookup starts interpreters), unless given.
+ifndef PYTHON_CURRENT
+  PYTHON_CURRENT := $(call find_python,3.13 3.12 3.11)
+endif
+ifndef PYTHON_FALLBACK
+  PYTHON_FALLBACK := $(call find_python,3.10)
+endif
 
 ifeq ($(STACK),auto)
   ifeq ($(GLIBC_OK)$(if $(PYTHON_CURRENT),py),yespy)

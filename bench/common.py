@@ -54,18 +54,10 @@ def commit() -> str | None:
 
 
 def stack() -> dict:
-    """The stack measured (README, "Stacks"): its name and its TFX, TensorFlow and Python."""
-    from importlib import metadata
-
+    """The stack measured (README, "Stacks"): its name and its TFX, TensorFlow, Beam and Python."""
     from pipeline import stack as stacks
 
-    return {
-        "name": stacks.name(),
-        "tfx": metadata.version("tfx"),
-        "tensorflow": metadata.version("tensorflow"),
-        "apache_beam": metadata.version("apache-beam"),
-        "python": platform.python_version(),
-    }
+    return stacks.versions()
 
 
 def record(name: str, result: dict) -> str:

@@ -26,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # the fallback stack's Python 3.10 has no tomllib; tomli is the same parser
     import tomli as tomllib
 
-__all__ = ["tomllib", "name", "describe", "configure_environment"]
+__all__ = ["tomllib", "name", "versions", "describe", "configure_environment"]
 
 CURRENT, FALLBACK = "current", "fallback"
 
@@ -43,12 +43,22 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def versions() -> dict[str, str]:
+    """The stack's name and the versions that define it (the run summary, ``--version`` and every
+    benchmark result record them)."""
+    return {
+        "name": name(),
+        "tfx": _version("tfx"),
+        "tensorflow": _version("tensorflow"),
+        "apache_beam": _version("apache-beam"),
+        "python": platform.python_version(),
+    }
+
+
 def describe() -> str:
     """One line naming the stack: TFX, TensorFlow, Python (for ``--version`` and run summaries)."""
-    return (
-        f"TFX {_version('tfx')}, TensorFlow {_version('tensorflow')}, Python {platform.python_version()} "
-        f"({name()} stack)"
-    )
+    v = versions()
+    return f"TFX {v['tfx']}, TensorFlow {v['tensorflow']}, Python {v['python']} ({v['name']} stack)"
 
 
 def configure_environment() -> None:
