@@ -5,7 +5,14 @@ Our artifact types (components/artifacts.py) are importable from here, as ``comp
 and so on, because TFX's Kubeflow entrypoint rebuilds a custom artifact type from its schema
 title, which must read ``<namespace>.<Name>`` (``kubeflow_v2_entrypoint_utils._retrieve_class_path``);
 they are loaded lazily so that light commands (``vae-mnist data fetch``) do not import TensorFlow.
+
+Importing the package registers ``s3://`` with TFX's ``fileio`` (components/object_store.py), in
+every process that runs our code: the CLI, the local runner and each Kubeflow pod.
 """
+
+from components import object_store
+
+object_store.register()
 
 
 def __getattr__(name: str):

@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 import pipeline  # noqa: F401  (quiets import-time noise before TF loads)
-from components import datasets, fetch
+from components import datasets, fetch, object_store
 from components.idx_format import IdxError
 from model.config import PRESETS, VaeConfig
 from pipeline import stack
@@ -212,8 +212,17 @@ def _cmd_kubeflow_compile(args: argparse.Namespace) -> int:
         beam_args=beam_args(args.beam_profile, **options),
         spans=args.spans or None,
     )
+    store = {"s3_endpoint": args.s3_endpoint, "s3_region": args.s3_region, "s3_secret": args.s3_secret}
+    if args.s3_secret_keys is not None:
+        store["s3_secret_keys"] = tuple(args.s3_secret_keys.split(","))
+        if len(store["s3_secret_keys"]) != 2 or not all(store["s3_secret_keys"]):
+            raise ValueError(f"--s3-secret-keys must be ACCESS,SECRET (two key names), got {args.s3_secret_keys!r}")
     cluster = ClusterConfig(
-        image=args.image, trainer_image=args.trainer_image, gpus=args.gpus, gpu_resource=args.gpu_type
+        image=args.image,
+        trainer_image=args.trainer_image,
+        gpus=args.gpus,
+        gpu_resource=args.gpu_type,
+        **{name: value for name, value in store.items() if value is not None},
     )
     print(f"wrote {compile_pipeline(config, cluster, args.output, target=args.target)}")
     return 0
@@ -337,10 +346,28 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--gpu-type", help="the GPU resource (default: nvidia.com/gpu on KFP, NVIDIA_TESLA_T4 on Vertex)"
     )
-    compile_.add_argument("--pipeline-root", required=True, help="gs://... for artifacts (what TensorFlow can write)")
-    compile_.add_argument("--input-dir", required=True, help="where the cluster reads the IDX files (gs://...)")
+    compile_.add_argument(
+        "--pipeline-root", required=True, help="gs://, s3:// or minio://... for artifacts (kfp; vertex: gs://)"
+    )
+    compile_.add_argument("--input-dir", required=True, help="where the cluster reads the IDX files (gs:// or s3://)")
     compile_.add_argument("--spans", action="store_true", help="--input-dir holds span-<N>/ directories")
     compile_.add_argument("--serving-root", required=True, help="where Pusher writes <model_name>/<version>/")
+    compile_.add_argument(
+        "--s3-endpoint",
+        help="the S3 store of an s3:// input dir or serving root "
+        f"(default: KFP's own, {object_store.KFP_ENDPOINT}; '' for AWS S3)",
+    )
+    compile_.add_argument("--s3-region", help=f"(default: {object_store.DEFAULT_REGION})")
+    compile_.add_argument(
+        "--s3-secret",
+        help=f"the Kubernetes secret with the store's keys (default: KFP's own, {object_store.KFP_SECRET})",
+    )
+    compile_.add_argument(
+        "--s3-secret-keys",
+        metavar="ACCESS,SECRET",
+        help="the secret's keys of the access key and the secret key "
+        f"(default: {','.join(object_store.KFP_SECRET_KEYS)})",
+    )
     compile_.add_argument("--dataset", default=_default("dataset"), choices=sorted(datasets.DATASETS))
     compile_.add_argument(
         "--beam-profile", default=DEFAULT_BEAM_PROFILE, choices=BEAM_PROFILES, help="runner of the data stages"
@@ -374,9 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a failed component: say which problem, not a Beam traceback
         from components.data_gate import DataAnomaliesError
         from components.drift_gate import DataDriftError
+        from components.object_store import ObjectStoreError
         from model.trainer import TrainingDivergedError
 
-        stops = (DataAnomaliesError, DataDriftError, IdxError, TrainingDivergedError)
+        stops = (DataAnomaliesError, DataDriftError, IdxError, TrainingDivergedError, ObjectStoreError)
         cause = err
         while cause is not None and not isinstance(cause, stops):
             cause = cause.__cause__ or cause.__context__

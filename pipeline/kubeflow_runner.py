@@ -14,6 +14,14 @@ The compiled spec holds no ``resolver`` or ``customJob`` executor, which KFP's b
 (``backend/src/v2/compiler/argocompiler/dag.go``): the Evaluator's baseline is ServedModel, a
 container component.
 
+Object stores: the pipeline root may be ``gs://`` (TensorFlow writes it), ``s3://`` or
+``minio://`` (KFP's launcher stages artifacts at local paths; every pod runs pipeline/kfp_pod.py,
+which points TFX's entrypoint at them). An ``s3://`` input directory or serving root is read by the
+pods themselves (components/object_store.py): every executor gets the store's endpoint and region
+as plain environment variables and its keys from a Kubernetes secret (KFP's own
+``mlpipeline-minio-artifact`` by default) through the PlatformSpec's ``secretAsEnv``, never in the
+image or the YAML. Vertex AI has no such secrets and only ``gs://``, so it refuses S3.
+
 Then this module sets, for every container executor, the resources its pod needs (one table,
 ``RESOURCE_CLASSES``; a component missing from it fails the compile), and keeps ServedModel out
 of KFP's cache. Resources are written into the compiled spec rather than through TFX's
@@ -33,10 +41,16 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner, pipeline_builder
 
+from components import object_store
+from pipeline import kfp_pod
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
 TARGETS = ("kfp", "vertex")
+# Pipeline roots each target's backend can stage artifacts in (launcher_v2.go: LocalPathForURI).
+ROOT_SCHEMES = {"kfp": ("gs://", "s3://", "minio://"), "vertex": ("gs://",)}
+TFX_COMMAND = ["python", "-m", kfp_pod.TFX_ENTRYPOINT]
+POD_COMMAND = ["python", "-m", kfp_pod.__name__]
 GPU_RESOURCE = {"kfp": "nvidia.com/gpu", "vertex": "NVIDIA_TESLA_T4"}
 
 # What each component's pod needs. "data": a Beam pipeline over the whole dataset; "light": a
@@ -82,6 +96,30 @@ class ClusterConfig:
     tolerations: list[dict] = dataclasses.field(
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     )
+    # The S3-compatible store of an s3:// input dir or serving root (components/object_store.py):
+    # KFP's own and its secret by default. AWS S3: s3_endpoint "".
+    s3_endpoint: str = object_store.KFP_ENDPOINT
+    s3_region: str = object_store.DEFAULT_REGION
+    s3_secret: str = object_store.KFP_SECRET
+    s3_secret_keys: tuple[str, str] = object_store.KFP_SECRET_KEYS  # access key, secret key
+
+    def s3_env(self) -> list[dict]:
+        """The container's plain environment: where the store is (boto3 reads these)."""
+        env = [{"name": "AWS_REGION", "value": self.s3_region}]
+        if self.s3_endpoint:
+            env.insert(0, {"name": "AWS_ENDPOINT_URL", "value": self.s3_endpoint})
+        return env
+
+    def s3_secret_as_env(self) -> dict:
+        """The PlatformSpec's secretAsEnv (kfp-kubernetes): the store's keys, from the cluster."""
+        access, secret = self.s3_secret_keys
+        return {
+            "secretName": self.s3_secret,
+            "keyToEnv": [
+                {"secretKey": access, "envVar": "AWS_ACCESS_KEY_ID"},
+                {"secretKey": secret, "envVar": "AWS_SECRET_ACCESS_KEY"},
+            ],
+        }
 
     def resources(self, resource_class: str, target: str) -> dict:
         """The container's ``resources`` in the PipelineSpec (CPU count, memory in GB)."""
@@ -110,34 +148,66 @@ def executor_of(pipeline_spec: dict, task: str) -> tuple[str, dict]:
     return label, pipeline_spec["deploymentSpec"]["executors"][label]
 
 
-def finish_spec(pipeline_spec: dict, cluster: ClusterConfig, target: str) -> None:
-    """Resources for every container executor, and ServedModel kept out of the cache."""
+def reads_s3(config: PipelineConfig) -> bool:
+    """Whether pods read or write S3 themselves (not only through the launcher's staging)."""
+    return any(path.startswith("s3://") for path in (config.input_base, config.serving_root))
+
+
+def check_stores(config: PipelineConfig, target: str) -> None:
+    """Refuses, at compile time, the stores a target cannot use (one line each)."""
+    if not config.pipeline_root.startswith(ROOT_SCHEMES[target]):
+        raise ValueError(
+            f"--pipeline-root for {target} must start with {' or '.join(ROOT_SCHEMES[target])} "
+            f"(a store its backend stages artifacts in), got {config.pipeline_root}"
+        )
+    if target == "vertex" and reads_s3(config):
+        raise ValueError("vertex: the input dir and serving root must be gs:// (Vertex AI pods get no S3 keys)")
+
+
+def finish_spec(pipeline_spec: dict, cluster: ClusterConfig, target: str, s3: bool = False) -> None:
+    """Resources for every container executor, our pod command (pipeline/kfp_pod.py), the store's
+    environment where pods read S3, and ServedModel kept out of the cache."""
     tasks = pipeline_spec["root"]["dag"]["tasks"]
     for task in tasks:
         if task not in RESOURCE_CLASSES:
             raise ValueError(f"component {task!r} has no Kubeflow resources: add it to RESOURCE_CLASSES ({__file__})")
         _, executor = executor_of(pipeline_spec, task)
-        executor["container"]["resources"] = cluster.resources(RESOURCE_CLASSES[task], target)
+        container = executor["container"]
+        container["resources"] = cluster.resources(RESOURCE_CLASSES[task], target)
+        if container["command"] != TFX_COMMAND:
+            raise ValueError(f"{task}: TFX compiled the command {container['command']}, expected {TFX_COMMAND}")
+        container["command"] = POD_COMMAND
+        if s3:
+            container["env"] = cluster.s3_env()
     for task in UNCACHED_TASKS:
         tasks[task]["cachingOptions"] = {"enableCache": False}
     json_format.ParseDict(pipeline_spec, pipeline_spec_pb2.PipelineSpec())  # still a valid PipelineSpec
 
 
-def platform_spec(pipeline_spec: dict, cluster: ClusterConfig) -> dict:
-    """KFP's PlatformSpec document placing the Trainer's executor on GPU nodes."""
+def platform_spec(pipeline_spec: dict, cluster: ClusterConfig, s3: bool = False) -> dict:
+    """KFP's PlatformSpec document: the Trainer's executor on GPU nodes, and, where pods read
+    S3, every executor given the store's keys from the cluster's secret."""
+    executors = {}
+    if s3:
+        for task in pipeline_spec["root"]["dag"]["tasks"]:
+            label, _ = executor_of(pipeline_spec, task)
+            executors[label] = {"secretAsEnv": [cluster.s3_secret_as_env()]}
     label, _ = executor_of(pipeline_spec, "Trainer")
-    placement = {}
-    if cluster.node_selector:
+    placement = executors.setdefault(label, {})
+    if cluster.gpus and cluster.node_selector:
         placement["nodeSelector"] = {"labels": dict(cluster.node_selector)}
-    if cluster.tolerations:
+    if cluster.gpus and cluster.tolerations:
         placement["tolerations"] = [dict(t) for t in cluster.tolerations]
-    return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": {label: placement}}}}}
+    if not placement:
+        del executors[label]
+    return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}} if executors else {}
 
 
 def compile_job(config: PipelineConfig, cluster: ClusterConfig, target: str = "kfp") -> dict:
     """The PipelineJob (``pipelineSpec`` + ``runtimeConfig``) for a target, finished."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    check_stores(config, target)
     images = {
         pipeline_builder.DEFAULT_IMAGE_PATH_KEY: cluster.image,
         "Trainer": cluster.trainer_image or cluster.image,
@@ -148,10 +218,10 @@ def compile_job(config: PipelineConfig, cluster: ClusterConfig, target: str = "k
     )
     # No metadata config: the cluster's ML Metadata is used.
     job = runner.run(create_pipeline(config, kubeflow_run_id=RUN_ID_PLACEHOLDER), write_out=False)
-    # KFP runs a spec without a pipeline root in its own default store (minio://), which
-    # TensorFlow cannot write; the PipelineJob for Vertex carries it as gcsOutputDirectory.
+    # Always explicit (KFP's default is minio://mlpipeline/v2/artifacts, backend/src/v2/config/
+    # env.go); the PipelineJob for Vertex carries it as gcsOutputDirectory.
     job["pipelineSpec"]["defaultPipelineRoot"] = config.pipeline_root
-    finish_spec(job["pipelineSpec"], cluster, target)
+    finish_spec(job["pipelineSpec"], cluster, target, s3=reads_s3(config))
     return job
 
 
@@ -165,8 +235,9 @@ def compile_pipeline(config: PipelineConfig, cluster: ClusterConfig, output_path
             json.dump(job, f, indent=2, sort_keys=True)
         return stem + ".json"
     documents = [job["pipelineSpec"]]
-    if cluster.gpus and (cluster.node_selector or cluster.tolerations):
-        documents.append(platform_spec(job["pipelineSpec"], cluster))
+    platform = platform_spec(job["pipelineSpec"], cluster, s3=reads_s3(config))
+    if platform:
+        documents.append(platform)
     with open(stem + ".yaml", "w") as f:
         f.write(f"# vae-mnist for Kubeflow Pipelines ({__name__}); pipeline root {config.pipeline_root}\n")
         yaml.safe_dump_all(documents, f, sort_keys=True)

@@ -10,10 +10,11 @@ import pipeline  # noqa: F401  (first: quiets TensorFlow's and google-api-core's
 # isort: on
 import pytest
 
-from components import datasets, fetch
+from components import datasets, fetch, object_store
 from pipeline.config import PipelineConfig
 from pipeline.local_runner import run_locally
 from tests.helpers import DATA_ROOT, SMALL_RUN, read_idx_dataset, write_idx_dataset
+from tests.s3_server import MotoServer
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,23 @@ def small_run(tmp_path_factory, small_mnist) -> PipelineConfig:
     config = PipelineConfig(input_dir=small_mnist, output_dir=str(tmp_path_factory.mktemp("small_run")), **SMALL_RUN)
     run_locally(config, progress=None)
     return config
+
+
+@pytest.fixture(scope="session")
+def s3_store():
+    """A real S3-compatible server (moto's) on loopback, reached through AWS's standard variables,
+    set for the whole session as a user or a pod sets them."""
+    server = MotoServer()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in server.env().items():
+            patch.setenv(name, value)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def new_bucket(name: str) -> str:
+    """An empty bucket on the session's S3 server; returns s3://<name>."""
+    object_store.client().create_bucket(Bucket=name)
+    return f"s3://{name}"

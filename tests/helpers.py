@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.io import fileio
 
 from components import datasets
 from pipeline import local_runner
@@ -74,13 +75,15 @@ def read_examples(config: PipelineConfig, split: str) -> tuple[np.ndarray, np.nd
 
 
 def served_files(serving_model_dir: str) -> dict[str, str]:
-    """Every file under a model's serving directory with its SHA-256: what TF Serving would see."""
+    """Every file under a model's serving directory (local or in a bucket) with its SHA-256: what
+    TF Serving would see."""
     result = {}
-    for path in sorted(glob.glob(os.path.join(serving_model_dir, "**"), recursive=True)):
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
+    for directory, _, names in fileio.walk(serving_model_dir):
+        for name in names:
+            path = os.path.join(directory, name)
+            with fileio.open(path, "rb") as f:
                 result[os.path.relpath(path, serving_model_dir)] = hashlib.sha256(f.read()).hexdigest()
-    return result
+    return dict(sorted(result.items()))
 
 
 def run_like_tf_serving(saved_model_dir: str, signature: str, feeds: dict[str, np.ndarray]) -> dict:

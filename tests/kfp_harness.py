@@ -32,12 +32,19 @@ the kubeflow/pipelines file each comes from:
   driver TFX adds for Vertex), so it is ignored here too.
 - A failed task fails the run; tasks downstream of it do not run.
 
-Not emulated: the object store. URIs here are local paths, for which the launcher neither
-downloads inputs nor uploads outputs (``localPathForURI`` knows ``gs://``, ``minio://`` and
-``s3://`` only). On a cluster with a ``gs://`` root, TFX's executors write through TensorFlow's
-GCS file system themselves and the launcher's upload from the empty ``/gcs/...`` path is skipped
-(uploadOutputArtifacts tolerates a missing local path); how directory artifacts and their marker
-blobs behave in a bucket (kubeflow/pipelines#13476) only a cluster shows.
+- ``backend/src/v2/component/launcher_v2.go`` and ``backend/src/v2/objectstore/object_store.go``:
+  the object store. Before the command runs, every input artifact with an ``s3://`` or
+  ``minio://`` URI is downloaded to its local path (downloadArtifacts, DownloadBlob: every object
+  under the key, a zero-byte "directory marker" object included, as a file) and each output
+  artifact's parent directory is made (prepareOutputFolders); afterwards each output artifact,
+  with the URI its ExecutorOutput gives, is uploaded from its local path (uploadOutputArtifacts,
+  UploadBlob: one object per file, empty directories lost; a missing path is skipped). The local
+  path is ``LocalPathForURI`` (``/s3/<bucket>/<key>``) under a root of the pod's own, which the
+  pod learns from ``VAE_MNIST_KFP_LOCAL_ROOT`` (pipeline/kfp_pod.py).
+
+Not emulated: ``gs://``, for which the launcher also downloads inputs (to ``/gcs/...``) but
+TFX's executors write through TensorFlow's GCS file system themselves, so the launcher's upload
+from the empty ``/gcs/...`` path is skipped. Local-path URIs are used as they are (nothing staged).
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from components import object_store
+from pipeline import kfp_pod
 from tests import pod_forker
 
 RUN_PLACEHOLDERS = ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}")
@@ -149,9 +158,13 @@ class KfpHarness:
         parallelism: int = 2,
         task_timeout: float = 900.0,
         pods: pod_forker.ForkedPods | None = None,
+        secrets: dict[str, dict[str, str]] | None = None,
     ):
         self.workdir = workdir
-        self.env = env
+        # A pod's environment is the image's (here: this one's, without AWS_* credentials), its
+        # container's ``env`` and the secrets its PlatformSpec maps in (secretAsEnv).
+        self.env = {name: value for name, value in env.items() if not name.startswith("AWS_")}
+        self.secrets = secrets or {}  # the "cluster's" Kubernetes secrets: {name: {key: value}}
         self.pods = pods  # pods forked from a pre-imported Python; None: each a fresh process
         self.parallelism = parallelism  # KFP starts every task whose dependencies are done
         self.task_timeout = task_timeout
@@ -160,8 +173,12 @@ class KfpHarness:
 
     def run(self, spec_path: str) -> dict[str, TaskRun]:
         with open(spec_path) as f:
-            spec = next(yaml.safe_load_all(f))  # the second document, the PlatformSpec, is scheduling
+            documents = list(yaml.safe_load_all(f))
+        spec = documents[0]
         json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+        # The PlatformSpec: scheduling (not emulated) and the secrets each executor's pod gets.
+        platform = documents[1] if len(documents) > 1 else {}
+        self._executor_platform = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {})
         check_supported(spec)
         root = spec["defaultPipelineRoot"]
         run_id = uuid.uuid4().hex
@@ -242,6 +259,9 @@ class KfpHarness:
                 return TaskRun("cached", self._cache[cache_key])
 
         os.makedirs(task_dir)
+        pod_root = os.path.join(task_dir, "pod-root")  # the pod's own "/" for staged artifacts
+        _download_inputs(executor_input, pod_root)
+        _prepare_output_folders(executor_input, pod_root)
         argv = [part.replace("{{$}}", json.dumps(executor_input)) for part in command]
         leftover = [part for part in argv if "{{$" in part]
         if leftover:
@@ -249,7 +269,15 @@ class KfpHarness:
         started = time.monotonic()
         log_path = os.path.join(task_dir, "pod.log")
         run_pod = self.pods.run if self.pods else pod_forker.run_fresh
-        status = run_pod(argv, self.env, task_dir, log_path, self.task_timeout)
+        env = {**self.env, **{e["name"]: e["value"] for e in container.get("env", [])}}
+        label = component["executorLabel"]
+        for secret in self._executor_platform.get("executors", {}).get(label, {}).get("secretAsEnv", []):
+            values = self.secrets.get(secret["secretName"])
+            if values is None:  # Kubernetes: CreateContainerConfigError, the pod never starts
+                return TaskRun("failed", {}, 0.0, f'secret "{secret["secretName"]}" not found')
+            env.update({m["envVar"]: values[m["secretKey"]] for m in secret["keyToEnv"]})
+        env[kfp_pod.LOCAL_ROOT_VARIABLE] = pod_root
+        status = run_pod(argv, env, task_dir, log_path, self.task_timeout)
         seconds = time.monotonic() - started
         with open(log_path, errors="replace") as f:
             log = f.read()
@@ -271,9 +299,62 @@ class KfpHarness:
             if written:
                 merged["uri"] = written[0].get("uri") or merged["uri"]
                 merged.setdefault("metadata", {}).update(written[0].get("metadata", {}))
+            _upload_output(merged["uri"], pod_root)
             schema = merged["type"].get("instanceSchema") or f"title: {merged['type']['schemaTitle']}"
             metadata = {k: _mlmd_round_trip(v) for k, v in merged.get("metadata", {}).items()}
             outputs[key] = Artifact(next(self._ids), merged["uri"], schema, metadata)
         if cache_key:
             self._cache[cache_key] = outputs
         return TaskRun("ran", outputs, seconds, log)
+
+
+def _staged(uri: str, pod_root: str) -> tuple[str, str, str] | None:
+    """(local path, bucket, key) of an artifact the launcher stages; None for other URIs."""
+    path = kfp_pod.local_path(uri, pod_root)
+    if path is None:
+        return None
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    return path, bucket, key
+
+
+def _download_inputs(executor_input: dict, pod_root: str) -> None:
+    """downloadArtifacts / DownloadBlob: every object under the artifact's key, to a local path."""
+    store = object_store.client()
+    for artifact_list in executor_input["inputs"].get("artifacts", {}).values():
+        for artifact in artifact_list["artifacts"]:
+            staged = _staged(artifact["uri"], pod_root)
+            if staged is None:
+                continue
+            local_dir, bucket, blob_dir = staged
+            for page in store.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=blob_dir):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if not (key == blob_dir.rstrip("/") or key.startswith(blob_dir.rstrip("/") + "/")):
+                        continue  # isBlobKeyUnderPrefix
+                    local = os.path.normpath(os.path.join(local_dir, os.path.relpath(key, blob_dir)))
+                    os.makedirs(os.path.dirname(local), exist_ok=True)
+                    store.download_file(bucket, key, local)  # a marker "dir/" becomes a file, as in Go
+
+
+def _prepare_output_folders(executor_input: dict, pod_root: str) -> None:
+    for artifact_list in executor_input["outputs"].get("artifacts", {}).values():
+        for artifact in artifact_list["artifacts"]:
+            staged = _staged(artifact["uri"], pod_root)
+            if staged:
+                os.makedirs(os.path.dirname(staged[0]), exist_ok=True)
+
+
+def _upload_output(uri: str, pod_root: str) -> None:
+    """UploadBlob: a file, or each file under a directory, one object each; missing: skipped."""
+    staged = _staged(uri, pod_root)
+    if staged is None or not os.path.exists(staged[0]):
+        return
+    local, bucket, key = staged
+    store = object_store.client()
+    if os.path.isfile(local):
+        store.upload_file(local, bucket, key)
+        return
+    for directory, _, names in os.walk(local):
+        for name in names:
+            path = os.path.join(directory, name)
+            store.upload_file(path, bucket, f"{key}/{os.path.relpath(path, local)}")

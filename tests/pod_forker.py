@@ -38,6 +38,8 @@ PRE_IMPORTED = (
     "tfx.components.schema_gen.import_schema_gen.executor",
     "tfx.components.transform.executor",
     "tfx.components.trainer.executor",
+    "boto3",
+    "pipeline.kfp_pod",
 )
 
 

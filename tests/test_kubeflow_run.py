@@ -1,8 +1,12 @@
 """The compiled Kubeflow pipeline, executed. Every task of the spec runs its own command and args
-(TFX's Kubeflow entrypoint and our executors, the code a pod runs) under tests/kfp_harness.py,
-which does what open-source KFP's driver and launcher do around a pod. Three runs share one
-"cluster" (its metadata and cache): the first pushes, a worse model is refused, and an unchanged
-re-run pushes nothing."""
+(pipeline/kfp_pod.py around TFX's Kubeflow entrypoint, and our executors: the code a pod runs)
+under tests/kfp_harness.py, which does what open-source KFP's driver and launcher do around a pod,
+staging artifacts through the object store as the launcher does. Everything lives in a real S3
+server (moto's, on loopback), as on a cluster whose store is SeaweedFS or MinIO: the pipeline
+root, the input directory and the serving root. Pods get the store's endpoint from the compiled
+container env and its keys from the "cluster's" secret through the PlatformSpec, nothing else.
+Three runs share one "cluster" (its metadata and cache): the first pushes, a worse model is
+refused, and an unchanged re-run pushes nothing."""
 
 import os
 import sys
@@ -10,14 +14,26 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from tfx.dsl.io import fileio
+from tfx.utils import io_utils
 
-from components import serving_layout
+from components import object_store, serving_layout
 from pipeline import serving
 from pipeline.config import PipelineConfig
 from pipeline.kubeflow_runner import ClusterConfig, compile_pipeline
-from tests.helpers import DATA_STAGES, LOOSE_BOUNDS, REPO, SMALL_RUN, read_idx_dataset, served_files
+from tests.conftest import new_bucket
+from tests.helpers import (
+    DATA_STAGES,
+    LOOSE_BOUNDS,
+    REPO,
+    SMALL_RUN,
+    read_idx_dataset,
+    run_like_tf_serving,
+    served_files,
+)
 from tests.kfp_harness import KfpHarness, RefusedByKfp, check_supported
 from tests.pod_forker import ForkedPods
+from tests.s3_server import ACCESS_KEY, SECRET_KEY
 from tests.test_pictures import MODEL_PICTURES
 
 DATA_TASKS = (*DATA_STAGES, "Transform")
@@ -25,36 +41,47 @@ DATA_TASKS = (*DATA_STAGES, "Transform")
 ALWAYS_RUN = ("ServedModel", "SpanScores", "DriftGate", "Evaluator", "Pusher")
 
 
-def compile_for_test(directory, name: str, **changes) -> tuple[PipelineConfig, str]:
+# The cluster's secret with the store's keys, under KFP's own names (components/object_store.py).
+CLUSTER_SECRETS = {
+    object_store.KFP_SECRET: dict(zip(object_store.KFP_SECRET_KEYS, (ACCESS_KEY, SECRET_KEY), strict=True))
+}
+
+
+def compile_for_test(directory, name: str, bucket: str = "s3://kfp-run", endpoint: str = "", **changes):
+    """(config, spec path) of a pipeline whose root, input dir and serving root are in ``bucket``."""
     settings = {
-        "pipeline_root": os.path.join(directory, "root"),
-        "serving_root": os.path.join(directory, "serving"),
+        "pipeline_root": f"{bucket}/root",
+        "serving_root": f"{bucket}/serving",
+        "input_dir": f"{bucket}/mnist",
         **SMALL_RUN,
     }
     config = PipelineConfig(**(settings | changes))
-    return config, compile_pipeline(config, ClusterConfig(image="vae-mnist:test"), os.path.join(directory, name))
+    cluster = ClusterConfig(image="vae-mnist:test", s3_endpoint=endpoint or object_store.KFP_ENDPOINT)
+    return config, compile_pipeline(config, cluster, os.path.join(directory, name))
 
 
 @pytest.fixture(scope="module")
-def kfp_runs(tmp_path_factory, small_mnist):
+def kfp_runs(tmp_path_factory, small_mnist, s3_store):
     directory = str(tmp_path_factory.mktemp("kfp_run"))
-    config, good = compile_for_test(directory, "good.yaml", input_dir=small_mnist)
+    bucket = new_bucket("kfp-run")
+    io_utils.copy_dir(small_mnist, f"{bucket}/mnist")  # the user's data, in the store
+    config, good = compile_for_test(directory, "good.yaml", endpoint=s3_store.endpoint)
     # One epoch instead of three: clearly worse, yet inside a loose absolute bound.
     _, worse = compile_for_test(
-        directory, "worse.yaml", input_dir=small_mnist, vae_overrides={"epochs": 1}, bounds=LOOSE_BOUNDS
+        directory, "worse.yaml", endpoint=s3_store.endpoint, vae_overrides={"epochs": 1}, bounds=LOOSE_BOUNDS
     )
     # The pods' `python` is this environment's, as the image's is the image's.
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     # Each pod's own command, forked from a pre-imported Python (tests/pod_forker.py) to save its
     # imports; VAE_MNIST_FRESH_PODS=1 starts each as a fresh process instead, as a cluster does.
     pods = None if os.environ.get("VAE_MNIST_FRESH_PODS") else ForkedPods(sys.executable, env, REPO)
-    harness = KfpHarness(os.path.join(directory, "cluster"), env, pods=pods)
+    harness = KfpHarness(os.path.join(directory, "cluster"), env, pods=pods, secrets=CLUSTER_SECRETS)
     runs = {}
     try:
         for name, spec in (("first", good), ("worse", worse), ("again", good)):
             tasks = harness.run(spec)
             failed = {task: run.log[-3000:] for task, run in tasks.items() if run.state == "failed"}
-            assert not failed, failed
+            assert not failed, failed  # every pod exited 0
             runs[name] = (tasks, served_files(config.serving_model_dir))
     finally:
         if pods:
@@ -62,11 +89,18 @@ def kfp_runs(tmp_path_factory, small_mnist):
     return config, runs
 
 
+def download(uri: str, directory) -> str:
+    """A copy of a bucket's directory on local disk (neither stack's TensorFlow reads s3://)."""
+    local = os.path.join(str(directory), "copy")
+    io_utils.copy_dir(uri, local)
+    return local
+
+
 def states(tasks) -> dict[str, str]:
     return {name: run.state for name, run in tasks.items()}
 
 
-def test_first_run_pushes_a_blessed_model_tf_serving_can_load(kfp_runs, small_mnist):
+def test_first_run_pushes_a_blessed_model_tf_serving_can_load(kfp_runs, small_mnist, tmp_path):
     config, runs = kfp_runs
     tasks, served = runs["first"]
     assert set(states(tasks).values()) == {"ran"}
@@ -78,17 +112,36 @@ def test_first_run_pushes_a_blessed_model_tf_serving_can_load(kfp_runs, small_mn
     assert pushed["pushed"] == 1.0 and pushed["pushed_destination"] == os.path.join(
         config.serving_model_dir, str(version)
     )
+    assert pushed["pushed_destination"].startswith("s3://kfp-run/serving/")
     assert f"{version}/saved_model.pb" in served
+    # What TF Serving would load, copied out of the bucket byte for byte, run as its C++ loader does.
+    local = download(pushed["pushed_destination"], tmp_path)
     images = read_idx_dataset(small_mnist)["eval"][0][:2].reshape(2, 784).astype(np.int64)
-    response = serving.predict_in_process(config.serving_model_dir, serving.rest_request(images))
+    outputs = run_like_tf_serving(local, "serving_default", {"image": images})
+    assert outputs["reconstruction"].shape == (2, 784)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    os.rename(local, model_dir / str(version))
+    response = serving.predict_in_process(str(model_dir), serving.rest_request(images))
     assert len(response["predictions"]) == 2 and len(response["predictions"][0]["reconstruction"]) == 784
+
+
+def test_the_bucket_holds_no_directory_markers_and_every_pod_exited_cleanly(kfp_runs):
+    _, runs = kfp_runs
+    listing = object_store.client().get_paginator("list_objects_v2").paginate(Bucket="kfp-run")
+    keys = [obj["Key"] for page in listing for obj in page.get("Contents", [])]
+    assert keys and not [key for key in keys if key.endswith("/")]  # kubeflow/pipelines#13476
+    for tasks, _ in runs.values():
+        for run in tasks.values():
+            assert "pure virtual method called" not in run.log  # tensorflow-io's exit abort
 
 
 def test_the_pictures_artifact_type_round_trips_through_the_entrypoint(kfp_runs):
     _, runs = kfp_runs
     pictures = runs["first"][0]["ModelPictures"].output("pictures_dir")
     assert "title: components.Pictures" in pictures.schema
-    assert sorted(os.listdir(pictures.uri)) == MODEL_PICTURES
+    assert pictures.uri.startswith("s3://kfp-run/root/")  # uploaded by the "launcher"
+    assert sorted(fileio.listdir(pictures.uri)) == MODEL_PICTURES
 
 
 def test_a_worse_model_is_refused_and_the_served_version_is_untouched(kfp_runs):
@@ -117,7 +170,7 @@ def test_an_unchanged_rerun_is_cached_and_pushes_nothing(kfp_runs):
 
 
 def test_the_harness_refuses_what_kfp_refuses(tmp_path):
-    _, path = compile_for_test(str(tmp_path), "p.yaml", input_dir="/nonexistent")
+    _, path = compile_for_test(str(tmp_path), "p.yaml")
     with open(path) as f:
         spec = next(yaml.safe_load_all(f))
     check_supported(spec)  # ours passes
