@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pathlib
 import time
 
 from tfx.dsl.io import fileio
@@ -186,9 +187,10 @@ def write_models_config(model_dir: str, pinned=_KEEP) -> str:
         entry.ClearField("model_version_policy")
         if pinned is not None:
             entry.model_version_policy.specific.versions.append(int(pinned))
+    from components import object_store
+
     path = os.path.join(serving_root, MODELS_CONFIG)
-    fileio.makedirs(serving_root)
-    io_utils.write_string_file(path, text_format.MessageToString(config))
+    object_store.write_text_atomically(path, text_format.MessageToString(config))
     return path
 
 
@@ -198,3 +200,55 @@ def pin(model_dir: str, version: int) -> str:
         known = ", ".join(map(str, versions(model_dir))) or "none"
         raise ValueError(f"{model_dir} has no complete version {version} (versions: {known})")
     return write_models_config(model_dir, pinned=version)
+
+
+def mirror(serving_root: str, local_root: str) -> list[str]:
+    """One pass copying a serving root in a bucket to a local directory TF Serving reads; returns
+    what changed, a line each.
+
+    Why: TF Serving reads ``gs://`` itself but has had no ``s3://`` since 2.7 (its builds dropped
+    TensorFlow's S3 file system: tensorflow/serving#1963), so on an S3 store it serves a local
+    copy that this keeps current (kubeflow/serving/tf-serving-s3.yaml runs it beside TF Serving).
+    A version is copied only once complete (``saved_model.pb`` is written last), into a staging
+    directory, then renamed into place: TF Serving sees it whole or not at all. A version gone
+    from the bucket is removed (TF Serving unloads it). ``models.config`` is copied with each base
+    path inside the bucket pointed at ``/models/<name>`` (the mount TF Serving sees,
+    ``DOCKER_MOUNT``), written atomically; without one, an entry per model is written.
+    """
+    from tfx.dsl.io import fileio
+
+    from components import object_store
+
+    serving_root = serving_root.rstrip("/")
+    changes = []
+    names = fileio.listdir(serving_root) if fileio.isdir(serving_root) else []
+    models = [name.rstrip("/") for name in names if fileio.isdir(os.path.join(serving_root, name.rstrip("/")))]
+    for model in models:
+        remote_dir, local_dir = os.path.join(serving_root, model), os.path.join(local_root, model)
+        complete = {
+            v for v in versions(remote_dir) if fileio.exists(os.path.join(remote_dir, str(v), SAVED_MODEL_FILE))
+        }
+        present = set(versions(local_dir))
+        for version in sorted(complete - present):
+            staging = os.path.join(local_dir, f"{STAGING_PREFIX}{version}")
+            copy_saved_model(os.path.join(remote_dir, str(version)), staging)
+            os.rename(staging, os.path.join(local_dir, str(version)))
+            changes.append(f"copied {model} version {version}")
+        for version in sorted(present - complete):
+            fileio.rmtree(os.path.join(local_dir, str(version)))
+            changes.append(f"removed {model} version {version} (gone from {serving_root})")
+    config = read_models_config(serving_root)
+    if not config.model_config_list.config:
+        for model in models:
+            config.model_config_list.config.add(name=model, model_platform="tensorflow")
+    for entry in config.model_config_list.config:
+        if not entry.base_path or entry.base_path.rstrip("/").startswith(serving_root + "/"):
+            entry.base_path = f"{DOCKER_MOUNT}/{entry.name}"
+    from google.protobuf import text_format
+
+    text = text_format.MessageToString(config)
+    local_config = os.path.join(local_root, MODELS_CONFIG)
+    if not os.path.exists(local_config) or pathlib.Path(local_config).read_text() != text:
+        object_store.write_text_atomically(local_config, text)
+        changes.append(f"wrote {local_config}")
+    return changes

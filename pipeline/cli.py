@@ -4,10 +4,11 @@ Commands:
 - vae-mnist data fetch [--dataset mnist] [--source auto] [--path DIR]
 - vae-mnist data spans --spans N --output DIR [--drift SPAN:KIND[=VALUE]]
 - vae-mnist run [--preset tutorial] [--set FIELD=VALUE] [--input-dir DIR] [--output-dir outputs] [--no-cache]
-                [--warm-start] [--accept-drift]
-- vae-mnist serving list | pin VERSION | unpin [--output-dir outputs]
+                [--serving-root DIR|s3://...|gs://...] [--warm-start] [--accept-drift]
+- vae-mnist serving list | pin VERSION | unpin [--output-dir outputs] [--serving-root ...]
+- vae-mnist serving mirror --serving-root s3://... --to DIR [--every SECONDS]
 - vae-mnist predict [--server URL | --grpc HOST:PORT | --model-dir DIR] [--signature NAME] [--count N]
-- vae-mnist kubeflow compile --image IMAGE --pipeline-root gs://... --input-dir gs://... --serving-root gs://...
+- vae-mnist kubeflow compile --image IMAGE --pipeline-root gs://|s3://... --input-dir ... --serving-root ...
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -96,9 +98,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         input_dir=args.input_dir,
         output_dir=args.output_dir,
+        serving_root=args.serving_root,
+        spans=args.spans or None,
         enable_cache=not args.no_cache,
         beam_args=tuple(args.beam_arg) if args.beam_arg else beam_args(args.beam_profile),
     )
+    from pipeline.local_runner import check_stores
+
+    check_stores(config)  # before the lock, the fetch and any work
     with output_dir_lock(config.output_dir):
         if not args.input_dir:
             fetch.fetch(config.dataset_spec, config.data_root, source=args.source, path=args.path)
@@ -114,7 +121,10 @@ def _run_locally(config: PipelineConfig) -> int:
     finally:
         for line in summary.outcome_lines(local_runner.last_run(config), config.serving_model_dir):
             print(line)
-    if os.path.isdir(config.serving_model_dir):
+    if object_store.is_s3(config.serving_root):
+        mirror = f"vae-mnist serving mirror --serving-root {config.serving_root} --to DIR"
+        print(f"Serve it: kubeflow/serving/tf-serving-s3.yaml, or `{mirror}` and TF Serving on DIR")
+    elif os.path.isdir(config.serving_model_dir):
         from components import serving_layout
 
         print(f"Serve it: {serving.docker_command(config.serving_root)}")
@@ -154,6 +164,23 @@ def _cmd_serving_unpin(args: argparse.Namespace) -> int:
         path = serving_layout.write_models_config(model_dir, pinned=None)
     print(f"Unpinned {model_dir} in {path}: TF Serving serves version {serving_layout.served_version(model_dir)}")
     return 0
+
+
+def _cmd_serving_mirror(args: argparse.Namespace) -> int:
+    from components import serving_layout
+
+    while True:
+        try:
+            for line in serving_layout.mirror(args.serving_root, args.to):
+                print(line, flush=True)
+        except OSError as err:
+            if not args.every:
+                raise
+            # A sidecar outlives a store outage: TF Serving keeps serving what is already here.
+            print(f"vae-mnist: mirror: {err} (again in {args.every:g} s)", file=sys.stderr, flush=True)
+        if not args.every:
+            return 0
+        time.sleep(args.every)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -293,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(run)
     run.add_argument("--input-dir", help="read these IDX files instead of the fetched dataset (no checksum)")
     run.add_argument("--output-dir", default=_default("output_dir"), help="pipeline root, ML Metadata, pushed models")
+    run.add_argument("--serving-root", help="where pushed models go (default: <output-dir>/serving; s3:// or gs://)")
+    run.add_argument(
+        "--spans", action="store_true", help="--input-dir holds span-<N>/ directories (found by itself when local)"
+    )
     run.add_argument("--no-cache", action="store_true", help="re-run every component")
     _add_model_args(run)
     run.add_argument(
@@ -315,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--serving-root", help="default: <output-dir>/serving")
         command.add_argument("--model-name", default=_default("model_name"))
         command.set_defaults(func=func)
+    mirror = serving_commands.add_parser(
+        "mirror", help="copy a serving root in a bucket to a local directory TF Serving reads (it has no s3://)"
+    )
+    mirror.add_argument("--serving-root", required=True, help="s3://... (or any serving root)")
+    mirror.add_argument("--to", required=True, metavar="DIR", help="the local serving root (TF Serving's /models)")
+    mirror.add_argument("--every", type=float, help="keep mirroring, a pass every SECONDS (default: one pass)")
+    mirror.set_defaults(func=_cmd_serving_mirror)
 
     predict = commands.add_parser(
         "predict", help="send TF Serving requests (REST, gRPC) or answer them from the pushed model in-process"

@@ -32,6 +32,7 @@ import pipeline  # noqa: E402,F401  (first: quiets import-time noise before TF l
 from absl import logging as absl_logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
+from components import object_store  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 from pipeline.run_lock import output_dir_lock  # noqa: E402
@@ -43,7 +44,28 @@ from pipeline.summary import format_summary  # noqa: E402
 _NOISY_LOGGERS = ("apache_beam.runners.portability.local_job_service", "tensorflow")
 
 
+def check_stores(config: PipelineConfig) -> None:
+    """What a local run can keep where, checked before any work (one line each): ML Metadata's
+    SQLite file needs a local output directory; artifacts need a pipeline root TensorFlow writes
+    (local or gs://; no TensorFlow here writes S3: components/object_store.py); an s3:// input dir
+    or serving root must answer, so a wrong key or bucket never costs a training."""
+    if "://" in config.output_dir:
+        raise ValueError(
+            f"--output-dir must be a local directory (ML Metadata's SQLite file lives there), got "
+            f"{config.output_dir}; the input dir and the serving root may be in a bucket"
+        )
+    if config.pipeline_root.startswith(("s3://", "minio://")):
+        raise ValueError(
+            f"a local run's pipeline root must be local or gs:// (no TensorFlow here writes S3), got "
+            f"{config.pipeline_root}; on Kubeflow an s3:// pipeline root works (kubeflow/README.md)"
+        )
+    for path in (config.input_base, config.serving_root):
+        if object_store.is_s3(path):
+            object_store.check_access(path)
+
+
 def local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    check_stores(config)
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
     return create_pipeline(
         config,

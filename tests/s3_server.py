@@ -26,12 +26,19 @@ def free_port() -> int:
 
 
 class MotoServer:
-    def __init__(self):
+    """``refuse_all``: the server checks credentials and knows none (moto's
+    INITIAL_NO_AUTH_ACTION_COUNT=0), as a store does for a wrong key."""
+
+    def __init__(self, refuse_all: bool = False):
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         binary = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        env = os.environ | ({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if refuse_all else {})
         self._process = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         deadline = time.monotonic() + 60
         while True:
@@ -58,11 +65,12 @@ class MotoServer:
 
 
 class FaultyLink:
-    """A TCP relay to the server that forwards whole HTTP requests and, after ``budget`` requests
-    (None: no limit), closes every connection and refuses new ones: the store is gone mid-work."""
+    """A TCP relay to the server that forwards whole HTTP requests and, once ``allowed`` requests
+    with ``marker`` in their head have passed (a server-side copy: ``x-amz-copy-source``), closes
+    every connection and refuses new ones at the next: the store is gone mid-work."""
 
-    def __init__(self, target_port: int, budget: int | None = None):
-        self.target_port, self.budget, self.served = target_port, budget, 0
+    def __init__(self, target_port: int, allowed: int, marker: bytes = b"x-amz-copy-source"):
+        self.target_port, self.allowed, self.marker, self.counted = target_port, allowed, marker.lower(), 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._lock = threading.Lock()
@@ -108,10 +116,13 @@ class FaultyLink:
                     buffer += data
                 body, buffer = buffer[:length], buffer[length:]
                 with self._lock:
-                    if self.budget is not None and self.served >= self.budget:
-                        self._cut_locked()
+                    if self._cut:
                         return
-                    self.served += 1
+                    if self.marker in head.lower():
+                        if self.counted >= self.allowed:
+                            self._cut_locked()
+                            return
+                        self.counted += 1
                 server.sendall(head + b"\r\n\r\n" + body)
         except OSError:
             return

@@ -19,7 +19,8 @@ from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.orchestration.kubeflow.v2 import compiler_utils
 
-from pipeline import beam, cli
+from components import object_store, serving_layout
+from pipeline import beam, cli, kfp_pod
 from pipeline import kubeflow_runner as runner
 from pipeline.config import PipelineConfig
 from pipeline.kubeflow_runner import ClusterConfig, compile_pipeline, executor_of
@@ -194,6 +195,9 @@ def modules_a_pod_imports(pipeline_spec: dict) -> set[str]:
     Trainer's run_fn, Transform's preprocessing_fn, TFMA metric modules, custom artifact types."""
     modules = set()
     for executor in pipeline_spec["deploymentSpec"]["executors"].values():
+        command = executor["container"]["command"]
+        if command[:2] == ["python", "-m"]:
+            modules.add(command[2])  # the pod's own command (pipeline/kfp_pod.py)
         args = executor["container"]["args"]
         modules.add(args[args.index("--executor_class_path") + 1].rpartition(".")[0])
     for task in pipeline_spec["root"]["dag"]["tasks"].values():
@@ -237,7 +241,8 @@ def third_party_imports(modules: set[str]) -> set[str]:
                     candidate = os.path.join(REPO, *name.split("."))
                     if os.path.isdir(candidate) or os.path.exists(candidate + ".py"):
                         todo.append(name)
-                elif top not in sys.stdlib_module_names and top != "__future__":
+                # tomllib: the standard library's from 3.11 (pipeline/stack.py imports tomli before).
+                elif top not in sys.stdlib_module_names and top not in ("__future__", "tomllib"):
                     found.add(top)
     return found
 
@@ -266,10 +271,14 @@ def test_the_images_import_check_covers_every_module_the_spec_runs(compiled, tmp
     checked = set(imports.replace(" ", "").split(","))
     needed = modules_a_pod_imports(documents[0])
     assert {"components", "components.idx_example_gen", "model.trainer", "model.features", "model.metrics"} <= needed
+    assert "pipeline.kfp_pod" in needed
     assert needed <= checked, f"kubeflow/Dockerfile's import check misses {sorted(needed - checked)}"
     # Third-party packages: the base image has TFX and what it requires; the rest must be installed.
-    installed_by_dockerfile = set(
-        re.search(r"pip install --no-cache-dir ([a-z0-9 _-]+)\s*\\", dockerfile).group(1).split()
+    installed_by_dockerfile = set().union(
+        *map(
+            _requirement_closure,
+            re.search(r"pip install --no-cache-dir ([a-z0-9 _-]+)\s*\\", dockerfile).group(1).split(),
+        )
     )
     in_base_image = _requirement_closure("tfx")
     distributions = importlib.metadata.packages_distributions()
@@ -330,3 +339,107 @@ def test_serving_manifests():
         patch = yaml.safe_load(f)
     [gpu_container] = patch["spec"]["template"]["spec"]["containers"]
     assert gpu_container["name"] == container["name"] and gpu_container["resources"]["limits"] == {"nvidia.com/gpu": 1}
+
+
+def test_the_s3_serving_manifest_mirrors_the_bucket_for_tf_serving():
+    """TF Serving has no s3:// (tensorflow/serving#1963): it reads an emptyDir our mirror fills."""
+    with open(os.path.join(REPO, "kubeflow", "serving", "tf-serving-s3.yaml")) as f:
+        deployment, service = yaml.safe_load_all(f)
+    assert deployment["kind"] == "Deployment" and service["kind"] == "Service"
+    pod = deployment["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    mirror, serving = pod["containers"]
+    parser = cli.build_parser()
+    for container, every in ((init, None), (mirror, 30.0)):
+        assert container["command"][0] == "vae-mnist"
+        args = parser.parse_args(container["command"][1:])  # a command our CLI takes
+        assert args.func is cli._cmd_serving_mirror
+        assert (args.serving_root, args.to, args.every) == ("s3://YOUR_BUCKET/serving", "/models", every)
+        env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+        assert env["AWS_ENDPOINT_URL"] == object_store.KFP_ENDPOINT
+        secret_keys = (env["AWS_ACCESS_KEY_ID"]["key"], env["AWS_SECRET_ACCESS_KEY"]["key"])
+        assert (
+            env["AWS_ACCESS_KEY_ID"]["name"] == object_store.KFP_SECRET and secret_keys == object_store.KFP_SECRET_KEYS
+        )
+        assert container["volumeMounts"] == [{"name": "models", "mountPath": serving_layout.DOCKER_MOUNT}]
+    assert f"--model_config_file={serving_layout.DOCKER_MOUNT}/{serving_layout.MODELS_CONFIG}" in serving["args"]
+    assert serving["volumeMounts"][0]["readOnly"] is True
+    assert pod["volumes"] == [{"name": "models", "emptyDir": {}}]
+
+
+def test_pods_get_the_s3_store_from_the_cluster_not_the_yaml(tmp_path):
+    config = PipelineConfig(
+        pipeline_root="s3://mlpipeline/v2/artifacts", input_dir="s3://data/mnist", serving_root="s3://models/serving"
+    )
+    cluster = ClusterConfig(image=IMAGE, s3_secret="my-store", s3_secret_keys=("id", "key"))
+    with open(compile_pipeline(config, cluster, str(tmp_path / "p.yaml"))) as f:
+        spec, platform_document = yaml.safe_load_all(f)
+    assert spec["defaultPipelineRoot"] == "s3://mlpipeline/v2/artifacts"
+    platform = json_format.ParseDict(platform_document, pipeline_spec_pb2.PlatformSpec())
+    executors = json_format.MessageToDict(platform.platforms["kubernetes"].deployment_spec)["executors"]
+    assert len(executors) == len(spec["root"]["dag"]["tasks"])  # every pod
+    for label, executor in spec["deploymentSpec"]["executors"].items():
+        container = executor["container"]
+        assert container["command"] == ["python", "-m", "pipeline.kfp_pod"]  # artifacts staged locally
+        assert container["env"] == [
+            {"name": "AWS_ENDPOINT_URL", "value": object_store.KFP_ENDPOINT},
+            {"name": "AWS_REGION", "value": object_store.DEFAULT_REGION},
+        ]
+        config_ = json_format.ParseDict(executors[label], kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+        [secret] = config_.secret_as_env
+        assert secret.secret_name == "my-store"
+        assert {(m.secret_key, m.env_var) for m in secret.key_to_env} == {
+            ("id", "AWS_ACCESS_KEY_ID"),
+            ("key", "AWS_SECRET_ACCESS_KEY"),
+        }
+
+
+@pytest.mark.parametrize(
+    ("target", "changes", "message"),
+    [
+        ("kfp", {"pipeline_root": "/local/root"}, "--pipeline-root for kfp must start with gs:// or s3:// or minio://"),
+        ("vertex", {"pipeline_root": "s3://b/root"}, "--pipeline-root for vertex must start with gs://"),
+        ("vertex", {"serving_root": "s3://b/serving"}, "vertex: the input dir and serving root must be gs://"),
+    ],
+)
+def test_stores_a_target_cannot_use_are_refused_at_compile_time(target, changes, message):
+    settings = {"pipeline_root": ROOT, "input_dir": "gs://vae-bucket/mnist", "serving_root": "gs://vae-bucket/serving"}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        runner.compile_job(PipelineConfig(**(settings | changes)), ClusterConfig(image=IMAGE), target)
+
+
+def test_a_mixed_compile_works_where_pods_can_reach_both(tmp_path):
+    """An s3:// root (staged by the launcher) with a gs:// serving root (TensorFlow's own GCS)."""
+    config = PipelineConfig(pipeline_root="s3://root", input_dir="gs://d/mnist", serving_root="gs://m/serving")
+    job = runner.compile_job(config, ClusterConfig(image=IMAGE))
+    assert all("env" not in e["container"] for e in job["pipelineSpec"]["deploymentSpec"]["executors"].values())
+
+
+def test_the_pod_command_maps_staged_uris_as_kfps_launcher_does(tmp_path):
+    """launcher_v2.go LocalPathForURI: s3:// -> /s3/..., minio:// -> /minio/...; gs:// and local
+    paths are used as they are (TensorFlow writes gs:// itself)."""
+    assert kfp_pod.local_path("s3://b/root/run/Trainer/model") == "/s3/b/root/run/Trainer/model"
+    assert kfp_pod.local_path("minio://mlpipeline/v2/artifacts/x", "/pod") == "/pod/minio/mlpipeline/v2/artifacts/x"
+    assert kfp_pod.local_path("gs://b/x") is None and kfp_pod.local_path("/local/x") is None
+    executor_input = {
+        "inputs": {"artifacts": {"examples": {"artifacts": [{"uri": "s3://b/r/1/IdxExampleGen/examples"}]}}},
+        "outputs": {
+            "artifacts": {
+                "model": {"artifacts": [{"uri": "minio://b/r/1/Trainer/model"}]},
+                "model_run": {"artifacts": [{"uri": "gs://b/r/1/Trainer/model_run"}]},
+            },
+            "outputFile": str(tmp_path / "output_metadata.json"),
+        },
+    }
+    originals = kfp_pod.stage_uris(executor_input, "/pod")
+    assert (
+        executor_input["inputs"]["artifacts"]["examples"]["artifacts"][0]["uri"]
+        == "/pod/s3/b/r/1/IdxExampleGen/examples"
+    )
+    assert executor_input["outputs"]["artifacts"]["model_run"]["artifacts"][0]["uri"] == "gs://b/r/1/Trainer/model_run"
+    # What TFX's entrypoint writes back: the local paths it was given; the launcher gets the URIs.
+    written = {"artifacts": {"model": {"artifacts": [{"uri": "/pod/minio/b/r/1/Trainer/model", "name": "7"}]}}}
+    (tmp_path / "output_metadata.json").write_text(json.dumps(written))
+    kfp_pod.restore_uris(str(tmp_path / "output_metadata.json"), originals)
+    restored = json.loads((tmp_path / "output_metadata.json").read_text())
+    assert restored["artifacts"]["model"]["artifacts"][0] == {"uri": "minio://b/r/1/Trainer/model", "name": "7"}

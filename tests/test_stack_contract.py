@@ -32,7 +32,8 @@ from tests.helpers import REPO, SMALL_RUN, states
 
 CONTRACT = os.path.join(REPO, "tests", "stack_contract.json")
 # Fixed paths, so that the description holds no machine's directories.
-SETTINGS = {"input_dir": "/data/mnist", "output_dir": "/outputs", **SMALL_RUN}
+# A pipeline root KFP can stage in (a local one is refused at compile time).
+SETTINGS = {"input_dir": "/data/mnist", "output_dir": "/outputs", "pipeline_root": "gs://vae-mnist/root", **SMALL_RUN}
 
 
 def _plain(value):
