@@ -3,7 +3,8 @@
 The one place that knows which pushed version is "the model served now", and how a new version
 appears there without TF Serving ever loading half of it. ServedModel (the Evaluator's
 baseline), our Pusher, the run summary and the ``predict`` client all ask here, through TFX's
-``fileio`` so that ``gs://`` serving roots work as well as local ones.
+``fileio`` so that ``gs://`` and ``s3://`` serving roots (components/object_store.py) work as
+well as local ones.
 
 How a version appears (``stage`` then ``publish``):
 - It is first copied to ``<model_dir>/.incoming-<version>/``. TF Serving serves only directories
@@ -11,7 +12,7 @@ How a version appears (``stage`` then ``publish``):
   file_system_storage_path_source.cc), so it never looks at a staging directory.
 - On a local or POSIX file system the staging directory is then renamed to ``<version>``: one
   atomic step, so the version is either absent or complete.
-- Object stores (``gs://``) have no directory rename. There the staged files are copied to
+- Object stores (``gs://``, ``s3://``) have no directory rename. There the staged files are copied to
   ``<version>/`` inside the bucket (a server-side copy: seconds, not the upload) with
   ``saved_model.pb`` last, then the staging directory is deleted. An object appears whole or not
   at all, so while ``saved_model.pb`` is missing TF Serving cannot load the version: a load it
@@ -26,7 +27,8 @@ Pinning: ``<serving_root>/models.config`` is TF Serving's ``--model_config_file`
 ``model_version_policy { specific { versions: N } }`` (tensorflow_serving/config/
 model_server_config.proto): TF Serving then serves version N whatever is newer, and
 ``served_version`` answers N too, so the Evaluator's baseline, the warm start and the span scores
-follow the pin. Every write keeps what the file already says about other models and the pin.
+follow the pin. Every write keeps what the file already says about other models and the pin, and
+replaces the file whole (a reader sees the old file or the new one).
 """
 
 from __future__ import annotations

@@ -4,8 +4,12 @@ commands on it, TF Serving's local copy (``serving mirror``), a store that stops
 run after it, and a wrong key, a missing bucket or an unreachable store refused before any work.
 (Kubeflow with every path in a bucket: tests/test_kubeflow_run.py.)"""
 
+import contextlib
+import io
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +18,7 @@ from tfx.dsl.io import fileio
 from tfx.orchestration.pipeline import RunOptions
 from tfx.utils import io_utils
 
-from components import object_store, serving_layout
+from components import datasets, idx_example_gen, object_store, serving_layout, spans
 from pipeline import cli, local_runner
 from pipeline.config import PipelineConfig
 from tests.conftest import new_bucket
@@ -72,13 +76,15 @@ def s3_local_run(tmp_path_factory, small_mnist, small_run, s3_store):
     shutil.copytree(small_run.output_dir, output_dir, ignore=shutil.ignore_patterns("serving"))
     argv = ["run", "--input-dir", small_mnist, "--output-dir", output_dir, "--serving-root", serving_root]
     argv += ["--preset", SMALL_RUN["preset"], "--set", f"epochs={SMALL_RUN['vae_overrides']['epochs']}"]
-    code = cli.main(argv)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(argv)
     config = PipelineConfig(input_dir=small_mnist, output_dir=output_dir, serving_root=serving_root, **SMALL_RUN)
-    return code, config
+    return code, config, printed.getvalue()
 
 
-def test_a_local_run_pushes_into_a_bucket(s3_local_run, capsys):
-    code, config = s3_local_run
+def test_a_local_run_pushes_into_a_bucket(s3_local_run):
+    code, config, printed = s3_local_run
     assert code == 0
     run = local_runner.last_run(config)
     assert run["Pusher"].state == "ran" and run["IdxExampleGen"].state == "cached"
@@ -87,10 +93,12 @@ def test_a_local_run_pushes_into_a_bucket(s3_local_run, capsys):
     models_config = serving_layout.read_models_config(config.serving_root)
     assert models_config.model_config_list.config[0].base_path == "s3://local-run/serving/vae-mnist"
     assert not [key for key in bucket_keys("local-run") if key.endswith("/") or "/.incoming-" in key]
+    assert f"Pushed: s3://local-run/serving/vae-mnist/{version}\n" in printed
+    assert "Serve it: kubeflow/serving/tf-serving-s3.yaml, or `vae-mnist serving mirror --serving-root" in printed
 
 
 def test_serving_commands_work_on_a_bucket(s3_local_run, capsys):
-    _, config = s3_local_run
+    _, config, _ = s3_local_run
     [version] = serving_layout.versions(config.serving_model_dir)
     where = ["--output-dir", config.output_dir, "--serving-root", config.serving_root]
     capsys.readouterr()
@@ -107,7 +115,7 @@ def test_serving_commands_work_on_a_bucket(s3_local_run, capsys):
 
 
 def test_serving_mirror_gives_tf_serving_a_whole_local_copy(s3_local_run, small_mnist, tmp_path, capsys):
-    _, config = s3_local_run
+    _, config, _ = s3_local_run
     [version] = serving_layout.versions(config.serving_model_dir)
     local = str(tmp_path / "models")
     capsys.readouterr()
@@ -236,3 +244,32 @@ def test_a_local_run_refuses_an_s3_output_dir_or_pipeline_root(local_data_run, c
     assert line.startswith("vae-mnist: error: --output-dir must be a local directory (ML Metadata's SQLite file")
     with pytest.raises(ValueError, match="a local run's pipeline root must be local or gs://"):
         local_runner.check_stores(PipelineConfig(pipeline_root="s3://x/root"))
+
+
+def test_a_process_that_used_the_store_exits_cleanly(s3_local_run):
+    """The exit code decides a Kubeflow task: a fresh process that read the bucket (the pods in the
+    KFP harness are forked and end with os._exit, skipping what runs at exit) must end with 0."""
+    _, config, _ = s3_local_run
+    command = [os.path.join(os.path.dirname(sys.executable), "vae-mnist"), "serving", "list"]
+    done = subprocess.run(
+        [*command, "--output-dir", config.output_dir, "--serving-root", config.serving_root],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "SERVED" in done.stdout and "pure virtual method called" not in done.stderr
+
+
+def test_spans_and_split_files_are_found_in_a_bucket(s3_store, small_mnist, tmp_path):
+    """What IdxExampleGen looks up in an s3:// input dir: the newest span, each split's IDX pair."""
+    local = spans.write_spans(small_mnist, str(tmp_path / "spans"), 2)
+    bucket = new_bucket("spans")
+    io_utils.copy_dir(str(tmp_path / "spans"), f"{bucket}/mnist")
+    found = spans.find_spans(f"{bucket}/mnist")
+    assert found == {span: f"{bucket}/mnist/span-{span}" for span in local}
+    images, labels = idx_example_gen.resolve_split_files(found[2], datasets.MNIST.splits["train"].pattern)
+    assert (images, labels) == (
+        f"{bucket}/mnist/span-2/train-images-idx3-ubyte.gz",
+        f"{bucket}/mnist/span-2/train-labels-idx1-ubyte.gz",
+    )
