@@ -18,15 +18,9 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from importlib import metadata
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # the fallback stack's Python 3.10 has no tomllib; tomli is the same parser
-    import tomli as tomllib
-
-__all__ = ["tomllib", "name", "versions", "describe", "configure_environment"]
+__all__ = ["name", "versions", "describe", "configure_environment"]
 
 CURRENT, FALLBACK = "current", "fallback"
 

@@ -14,6 +14,11 @@ import sys
 
 import pytest
 import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the fallback stack's Python 3.10 has no tomllib; tomli (pytest's own) is the same parser
+    import tomli as tomllib
 from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
@@ -25,7 +30,6 @@ from pipeline import kubeflow_runner as runner
 from pipeline.config import PipelineConfig
 from pipeline.kubeflow_runner import ClusterConfig, compile_pipeline, executor_of
 from pipeline.pipeline import create_pipeline
-from pipeline.stack import tomllib
 from tests.helpers import REPO
 
 IMAGE, GPU_IMAGE = "registry.example/vae-mnist:0.1.0", "registry.example/vae-mnist:0.1.0-gpu"
@@ -241,8 +245,7 @@ def third_party_imports(modules: set[str]) -> set[str]:
                     candidate = os.path.join(REPO, *name.split("."))
                     if os.path.isdir(candidate) or os.path.exists(candidate + ".py"):
                         todo.append(name)
-                # tomllib: the standard library's from 3.11 (pipeline/stack.py imports tomli before).
-                elif top not in sys.stdlib_module_names and top not in ("__future__", "tomllib"):
+                elif top not in sys.stdlib_module_names and top != "__future__":
                     found.add(top)
     return found
 
