@@ -193,22 +193,35 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise ValueError(f"{args.request} is not a JSON request: {err}") from None
     else:
-        images = _test_images(args.data_root, args.count)
-        request = serving.rest_request(images, args.signature)
+        images, labels = _test_images(args.data_root, args.count)
+        request = serving.rest_request(images, args.signature, labels)
     if args.model_dir:
         response = serving.predict_in_process(args.model_dir, request)
     elif args.grpc:
         response = serving.predict_grpc(args.grpc, args.model_name, request)
     else:
         response = serving.predict_rest(args.server, args.model_name, request)
-    print(json.dumps(response) if args.full else _brief(response))
+    print(json.dumps(_strict_json(response), sort_keys=True) if args.full else _brief(response))
     return 0
 
 
-def _test_images(data_root: str, count: int) -> np.ndarray:
+def _strict_json(value):
+    """A response as strict JSON: NaN and infinities (which Python's json would print as the
+    invalid ``NaN``) become null, so what we print always parses."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def _test_images(data_root: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` MNIST test images (pixel rows) and their labels."""
     directory = fetch.fetch(datasets.MNIST, data_root, log=lambda message: None)
-    images, _ = datasets.MNIST.read_split(directory, "eval", stop=count)
-    return images.reshape(len(images), -1).astype("int64")
+    images, labels = datasets.MNIST.read_split(directory, "eval", stop=count)
+    return images.reshape(len(images), -1).astype("int64"), labels.astype("int64")
 
 
 def _brief(response: dict) -> str:
@@ -218,11 +231,18 @@ def _brief(response: dict) -> str:
         array = np.asarray(value)
         if array.ndim > 1 or array.size > 4:
             return f"<{'x'.join(map(str, array.shape))} values>"
-        return np.round(array, 3).tolist()
+        if array.dtype.kind == "f":  # numbers to 3 decimals; booleans, integers and text as they are
+            array = np.round(array, 3)
+        return _strict_json(array.tolist())
 
     rows = response["predictions"] if "predictions" in response else [response.get("outputs", {})]
     return "\n".join(
-        json.dumps({k: shorten(v) for k, v in row.items()} if isinstance(row, dict) else shorten(row)) for row in rows
+        json.dumps(
+            {k: shorten(v) for k, v in row.items()} if isinstance(row, dict) else shorten(row),
+            allow_nan=False,
+            sort_keys=True,
+        )
+        for row in rows
     )
 
 

@@ -48,7 +48,23 @@ def latest_version_dir(model_dir: str) -> str:
     return os.path.join(model_dir, str(version))
 
 
-def rest_request(images: np.ndarray, signature: str = "serving_default") -> dict:
+# The signatures whose input is serialized tf.Examples (``examples``; model/export.py); the others
+# that take images take raw pixels (``image``).
+TF_EXAMPLE_SIGNATURES = ("serving_tf_example", "score_tf_example")
+
+
+def rest_request(images: np.ndarray, signature: str = "serving_default", labels: np.ndarray | None = None) -> dict:
+    """A REST request of images for ``signature``: pixel rows, or for the tf.Example signatures
+    the records IdxExampleGen writes (with ``labels``, else 0), base64-encoded as TF Serving's
+    JSON carries bytes."""
+    if signature in TF_EXAMPLE_SIGNATURES:
+        import base64
+
+        from components.idx_example_gen import serialize_examples  # the pipeline's own encoding
+
+        labels = np.zeros(len(images), np.int64) if labels is None else labels
+        records = serialize_examples(np.asarray(images), labels)
+        return {"signature_name": signature, "instances": [{"b64": base64.b64encode(r).decode()} for r in records]}
     return {"signature_name": signature, "instances": [{"image": row.tolist()} for row in images]}
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import cli, serving
 from pipeline.rest_dialect import RequestError
-from tests.helpers import read_idx_dataset
+from tests.helpers import DATA_ROOT, read_idx_dataset
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +170,77 @@ def test_grpc_requests_follow_the_same_rules(small_run, images):
             serving.predict_grpc(server.target, "vae-mnist", {"instances": [[0.5] * 784]})
     finally:
         server.server.stop(None)
+
+
+class RestServer:
+    """TF Serving's REST predict API over the pushed model, for testing the client's REST path
+    (no TF Serving binary here): ``POST /v1/models/<name>:predict`` answered by the in-process
+    path, a bad request as TF Serving's ``{"error": ...}`` with status 400."""
+
+    def __init__(self, model_dir: str, model_name: str = "vae-mnist"):
+        import http.server
+        import threading
+
+        path = f"/v1/models/{model_name}:predict"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                try:
+                    if self.path != path:
+                        raise RequestError(f"Servable not found for request: {self.path}")
+                    status, answer = 200, serving.predict_in_process(model_dir, body)
+                except RequestError as err:
+                    status, answer = 400, {"error": str(err)}
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def predict_targets(small_run):
+    """How `vae-mnist predict` reaches the model, in each of its three modes."""
+    from components import serving_layout
+
+    model_dir = small_run.serving_model_dir
+    grpc_server = ModelServer(f"{model_dir}/{serving_layout.served_version(model_dir)}")
+    rest_server = RestServer(model_dir)
+    yield {
+        "in-process": ["--model-dir", model_dir],
+        "REST": ["--server", rest_server.url],
+        "gRPC": ["--grpc", grpc_server.target],
+    }
+    grpc_server.server.stop(None)
+    rest_server.server.shutdown()
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "serving_tf_example", "score_tf_example"])
+def test_predict_prints_the_answer_in_every_mode(predict_targets, signature, capsys):
+    """The README's `vae-mnist predict`, brief and --full, in-process, over REST and over gRPC."""
+    scores = {"neg_elbo", "reconstruction_error", "kl", "pixel_mse", "anomaly_score", "is_anomaly"}
+    expected = scores if signature == "score_tf_example" else scores | {"z_mean", "z_log_var", "reconstruction"}
+    answers = {}
+    for mode, target in predict_targets.items():
+        command = ["predict", *target, "--signature", signature, "--count", "2", "--data-root", DATA_ROOT]
+        assert cli.main(command) == 0, mode
+        brief = capsys.readouterr().out.strip().splitlines()
+        rows = [json.loads(line) for line in brief]
+        assert len(rows) == 2 and set(rows[0]) == expected, mode
+        assert isinstance(rows[0]["is_anomaly"], bool) and isinstance(rows[0]["neg_elbo"], float)
+        if "reconstruction" in expected:
+            assert rows[0]["reconstruction"] == "<784 values>"
+        assert cli.main([*command, "--full"]) == 0, mode
+        full = json.loads(capsys.readouterr().out)
+        assert len(full["predictions"]) == 2 and set(full["predictions"][0]) == expected
+        answers[mode] = brief
+    assert answers["REST"] == answers["in-process"] == answers["gRPC"]  # one model, one answer
