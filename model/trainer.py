@@ -205,9 +205,11 @@ def training_callbacks(
     return callbacks
 
 
-def warm_start(vae, base_model: str | None) -> tuple[bool, str]:
-    """Loads the served model's weights into ``vae`` when its recorded architecture is the same.
-    Returns (warm, a sentence for the run summary)."""
+def warm_start(vae, base_model: str | None, requested: bool = True) -> tuple[bool, str]:
+    """Loads the served model's weights into ``vae`` when a warm start was asked for and its
+    recorded architecture is the same. Returns (warm, a sentence for the run summary)."""
+    if not requested:
+        return False, "trained from scratch (warm start off: --warm-start starts from the served model)"
     if not base_model or not tf.io.gfile.exists(os.path.join(base_model, "saved_model.pb")):
         return False, "no model is served yet: trained from scratch"
     served = read_architecture(base_model)
@@ -241,7 +243,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = fit_steps_per_execution(config, train, evaluation, steps)
     with phases("build"), distribution_strategy().scope():
         vae = build_vae(config)
-        warm, how = warm_start(vae, fn_args.base_model)
+        warm, how = warm_start(vae, fn_args.base_model, (fn_args.custom_config or {}).get("warm_start", False))
     logging.info("Weights: %s", how)
     if warm:  # the served model has learnt its posterior: no KL warm-up, a shorter budget
         config = config.replace(epochs=min(config.epochs, config.warm_start_epochs), kl_warmup_epochs=0)

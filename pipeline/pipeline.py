@@ -89,7 +89,7 @@ def create_pipeline(
         # Model selection on the validation split; the eval split is the Evaluator's alone.
         train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[VALIDATION_SPLIT]),
-        custom_config={"vae": config.vae.to_dict()},
+        custom_config={"vae": config.vae.to_dict(), "warm_start": config.warm_start},
         **warm_start,
     )
     model_pictures = ModelPictures(model=trainer.outputs["model"], examples=example_gen.outputs["examples"])

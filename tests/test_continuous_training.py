@@ -227,3 +227,25 @@ def test_warm_start_loads_the_served_weights_only_into_the_same_architecture(sto
     for before, after in zip(untouched, other.weights, strict=True):
         np.testing.assert_array_equal(before, after.numpy())
     assert warm_start(other, None) == (False, "no model is served yet: trained from scratch")
+
+
+def test_without_warm_start_the_summary_says_so_even_when_a_model_is_served(story, small_run):
+    """The served model is the Evaluator's baseline either way; the weights start from it only with
+    --warm-start, and the summary must not claim that nothing is served."""
+    from model.config import preset
+    from model.trainer import warm_start
+    from model.vae import build_vae
+
+    config, _, runs = story
+    served = os.path.join(config.serving_model_dir, str(runs[2].versions[-1]))
+    same = build_vae(preset("smoke"))  # an architecture the served weights would fit
+    untouched = [w.numpy() for w in same.weights]
+    assert warm_start(same, served, requested=False) == (
+        False,
+        "trained from scratch (warm start off: --warm-start starts from the served model)",
+    )
+    for before, after in zip(untouched, same.weights, strict=True):
+        np.testing.assert_array_equal(before, after.numpy())
+    # What a run without --warm-start records, and its summary prints.
+    record = read_training_record(local_runner.last_run(small_run)["Trainer"].output("model_run").uri)
+    assert record["warm"] is False and record["warm_start"].startswith("trained from scratch (warm start off")
