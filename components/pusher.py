@@ -23,7 +23,6 @@ model whose files equal the served version's is recorded as not pushed, with
 """
 
 import logging
-import os
 
 from tfx import v1 as tfx
 from tfx.components.pusher import executor as tfx_pusher
@@ -56,7 +55,7 @@ class Executor(tfx_pusher.Executor):
         model_path = self.GetModelPath(input_dict)
         served = serving_layout.served_version(model_dir)
         if served is not None and serving_layout.fingerprint(model_path) == serving_layout.fingerprint(
-            os.path.join(model_dir, str(served))
+            serving_layout.version_path(model_dir, served)
         ):
             self._MarkNotPushed(pushed)
             pushed.set_int_custom_property(ALREADY_SERVED_KEY, served)

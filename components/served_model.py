@@ -16,7 +16,6 @@ how every consumer (the Evaluator; later the warm start and the drift gate) tell
 """
 
 import logging
-import os
 
 from tfx import v1 as tfx
 from tfx.types import artifact, standard_artifacts
@@ -47,7 +46,7 @@ def ServedModel(  # noqa: N802
         model.set_int_custom_property(SERVED_VERSION_KEY, 0)
         logging.info("No model is served under %s yet", serving_model_dir)
         return
-    version_dir = os.path.join(serving_model_dir, str(version))
+    version_dir = serving_layout.version_path(serving_model_dir, version)
     io_utils.copy_dir(version_dir, path_utils.serving_model_dir(model.uri))
     model.set_int_custom_property(SERVED_VERSION_KEY, version)
     model.set_string_custom_property(SERVED_FROM_KEY, version_dir)

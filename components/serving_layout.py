@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import re
 import time
 
 from tfx.dsl.io import fileio
@@ -47,12 +48,48 @@ DOCKER_MOUNT = "/models"  # where the docker line mounts a local serving root
 STAGING_PREFIX = ".incoming-"  # not a number: TF Serving ignores it
 
 
-def versions(model_dir: str) -> list[int]:
-    """The numeric version directories under a model's base path, oldest first. TF Serving
-    ignores every other name, so a directory named otherwise is never served."""
+_INT64 = 2**63
+
+
+def parse_version(name: str) -> int | None:
+    """A directory name as TF Serving reads it (file_system_storage_path_source.cc,
+    ParseVersionNumber: ``strings::safe_strto64``): a decimal int64, leading zeros, a minus sign
+    and surrounding spaces allowed; anything else (``.incoming-1``, a 20-digit name) is no version."""
+    match = re.fullmatch(r"\s*(-?\d+)\s*", name.rstrip("/"))
+    if not match or not -_INT64 <= int(match.group(1)) < _INT64:
+        return None
+    return int(match.group(1))
+
+
+def version_dirs(model_dir: str) -> dict[int, str]:
+    """{version: directory name} under a model's base path, oldest first, as TF Serving indexes
+    them (IndexChildrenByVersion): names in sorted order, and where two names give one number
+    (``123`` and ``00123``), the later name wins and the other is ignored."""
     if not fileio.isdir(model_dir):
-        return []
-    return sorted(int(name.rstrip("/")) for name in fileio.listdir(model_dir) if name.rstrip("/").isdigit())
+        return {}
+    found = {}
+    for name in sorted(name.rstrip("/") for name in fileio.listdir(model_dir)):
+        version = parse_version(name)
+        if version is not None:
+            found[version] = name
+    return dict(sorted(found.items()))
+
+
+def versions(model_dir: str) -> list[int]:
+    """The version numbers under a model's base path, oldest first. TF Serving ignores every other
+    name, so a directory named otherwise is never served."""
+    return list(version_dirs(model_dir))
+
+
+def version_path(model_dir: str, version: int, dirs: dict[int, str] | None = None) -> str:
+    """The directory TF Serving loads ``version`` from (its name as it is, ``00123`` for 123), or
+    where a new version goes (``<version>``)."""
+    dirs = version_dirs(model_dir) if dirs is None else dirs
+    return os.path.join(model_dir, dirs.get(version, str(version)))
+
+
+def is_complete(model_dir: str, version: int, dirs: dict[int, str] | None = None) -> bool:
+    return fileio.exists(os.path.join(version_path(model_dir, version, dirs), SAVED_MODEL_FILE))
 
 
 def served_version(model_dir: str) -> int | None:
@@ -60,11 +97,12 @@ def served_version(model_dir: str) -> int | None:
     else the highest numeric version that holds a SavedModel (TF Serving's default ``latest``
     policy; a version still missing ``saved_model.pb`` is not loadable and the previous one
     stays served). None: nothing served."""
+    dirs = version_dirs(model_dir)
     pinned = pinned_version(model_dir)
     if pinned is not None:
-        return pinned if fileio.exists(os.path.join(model_dir, str(pinned), SAVED_MODEL_FILE)) else None
-    for version in reversed(versions(model_dir)):
-        if fileio.exists(os.path.join(model_dir, str(version), SAVED_MODEL_FILE)):
+        return pinned if is_complete(model_dir, pinned, dirs) else None
+    for version in reversed(dirs):
+        if is_complete(model_dir, version, dirs):
             return version
     return None
 
@@ -83,11 +121,8 @@ def leftovers(model_dir: str) -> list[str]:
         return []
     names = [name.rstrip("/") for name in fileio.listdir(model_dir)]
     found = [os.path.join(model_dir, name) for name in names if name.startswith(STAGING_PREFIX)]
-    found += [
-        os.path.join(model_dir, str(version))
-        for version in versions(model_dir)
-        if not fileio.exists(os.path.join(model_dir, str(version), SAVED_MODEL_FILE))
-    ]
+    dirs = version_dirs(model_dir)
+    found += [version_path(model_dir, v, dirs) for v in dirs if not is_complete(model_dir, v, dirs)]
     return found
 
 
@@ -198,7 +233,7 @@ def write_models_config(model_dir: str, pinned=_KEEP) -> str:
 
 def pin(model_dir: str, version: int) -> str:
     """Pins TF Serving to ``version``, which must be a complete pushed version."""
-    if not fileio.exists(os.path.join(model_dir, str(version), SAVED_MODEL_FILE)):
+    if not is_complete(model_dir, version):
         known = ", ".join(map(str, versions(model_dir))) or "none"
         raise ValueError(f"{model_dir} has no complete version {version} (versions: {known})")
     return write_models_config(model_dir, pinned=version)
@@ -227,17 +262,15 @@ def mirror(serving_root: str, local_root: str) -> list[str]:
     models = [name.rstrip("/") for name in names if fileio.isdir(os.path.join(serving_root, name.rstrip("/")))]
     for model in models:
         remote_dir, local_dir = os.path.join(serving_root, model), os.path.join(local_root, model)
-        complete = {
-            v for v in versions(remote_dir) if fileio.exists(os.path.join(remote_dir, str(v), SAVED_MODEL_FILE))
-        }
-        present = set(versions(local_dir))
-        for version in sorted(complete - present):
+        remote, local = version_dirs(remote_dir), version_dirs(local_dir)
+        complete = {v for v in remote if is_complete(remote_dir, v, remote)}
+        for version in sorted(complete - set(local)):
             staging = os.path.join(local_dir, f"{STAGING_PREFIX}{version}")
-            copy_saved_model(os.path.join(remote_dir, str(version)), staging)
-            os.rename(staging, os.path.join(local_dir, str(version)))
+            copy_saved_model(version_path(remote_dir, version, remote), staging)
+            os.rename(staging, os.path.join(local_dir, remote[version]))  # the bucket's name for it
             changes.append(f"copied {model} version {version}")
-        for version in sorted(present - complete):
-            fileio.rmtree(os.path.join(local_dir, str(version)))
+        for version in sorted(set(local) - complete):
+            fileio.rmtree(version_path(local_dir, version, local))
             changes.append(f"removed {model} version {version} (gone from {serving_root})")
     config = read_models_config(serving_root)
     if not config.model_config_list.config:

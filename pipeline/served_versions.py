@@ -14,7 +14,6 @@ import os
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx.dsl.io import fileio
 
 from components import serving_layout
 
@@ -28,6 +27,10 @@ class PushedVersion:
     complete: bool  # holds saved_model.pb: TF Serving can load it
     metrics: dict = dataclasses.field(default_factory=dict)  # the Evaluator's, on the whole eval split
     span: int | None = None  # the span it was judged on (0: unspanned input)
+    name: str = ""  # its directory's name (``00123`` for version 123); default: the number
+
+    def __post_init__(self) -> None:
+        self.name = self.name or str(self.version)
 
 
 class _Lineage:
@@ -80,9 +83,10 @@ def pushed_versions(model_dir: str, metadata_path: str) -> list[PushedVersion]:
     lineage = _Lineage(metadata_path) if os.path.exists(metadata_path) else None
     pushes = lineage.pushes() if lineage else {}
     rows = []
-    for version in serving_layout.versions(model_dir):
-        complete = fileio.exists(os.path.join(model_dir, str(version), serving_layout.SAVED_MODEL_FILE))
-        row = PushedVersion(version, complete)
+    dirs = serving_layout.version_dirs(model_dir)
+    for version, name in dirs.items():
+        complete = serving_layout.is_complete(model_dir, version, dirs)
+        row = PushedVersion(version, complete, name=name)
         if version in pushes:
             evaluation, row.span = lineage.evaluation_of(pushes[version])
             if evaluation:
@@ -97,7 +101,10 @@ def format_versions(rows: list[PushedVersion], model_dir: str) -> str:
         return f"No versions under {model_dir}"
     lines = [f"{'version':<12}{'pushed (UTC)':<18}{'span':>5}{'-ELBO':>8}{'recon':>8}{'pixel MSE':>11}  state"]
     for row in rows:
-        when = datetime.datetime.fromtimestamp(row.version, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        try:  # our versions are push times; a hand-made one may be any int64
+            when = datetime.datetime.fromtimestamp(row.version, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        except (OverflowError, OSError, ValueError):
+            when = "-"
         metrics = row.metrics
         figures = (
             f"{metrics.get('neg_elbo', float('nan')):>8.1f}{metrics.get('reconstruction_error', float('nan')):>8.1f}"
@@ -109,6 +116,8 @@ def format_versions(rows: list[PushedVersion], model_dir: str) -> str:
         if row.version == pinned:
             state += " (pinned)"
         span = "" if row.span is None else str(row.span)
+        if row.name != str(row.version):  # TF Serving reads 00123/ as version 123
+            state += f" (directory {row.name}/)"
         lines.append(f"{row.version:<12}{when:<18}{span:>5}{figures}  {state}".rstrip())
     if pinned is not None and served is None:
         lines.append(f"Pinned to version {pinned}, which is not complete: TF Serving serves nothing")

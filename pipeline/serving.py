@@ -38,14 +38,14 @@ def docker_command(serving_root: str) -> str:
 
 def latest_version_dir(model_dir: str) -> str:
     """A SavedModel directory as given, or the version TF Serving serves from below it."""
-    from components.serving_layout import SAVED_MODEL_FILE, served_version  # TFX's fileio: heavy
+    from components.serving_layout import SAVED_MODEL_FILE, served_version, version_path  # TFX's fileio: heavy
 
     if os.path.exists(os.path.join(model_dir, SAVED_MODEL_FILE)):
         return model_dir
     version = served_version(model_dir)
     if version is None:
         raise FileNotFoundError(f"{model_dir} holds no SavedModel and no numeric version directories")
-    return os.path.join(model_dir, str(version))
+    return version_path(model_dir, version)
 
 
 # The signatures whose input is serialized tf.Examples (``examples``; model/export.py); the others
