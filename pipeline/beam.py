@@ -66,3 +66,21 @@ def beam_args(profile: str, **options: str) -> tuple[str, ...]:
         f"--sdk_container_image={options['image']}",
         "--experiments=use_runner_v2",
     )
+
+
+def check_beam_args(args: tuple[str, ...] | list[str]) -> None:
+    """Parses Beam arguments as Beam's PipelineOptions will, before any component runs: a bad one
+    is one line here, not Beam's 118-line usage text from inside IdxExampleGen (argparse exits,
+    and a SystemExit is no Exception, so the component would be left RUNNING)."""
+    import contextlib
+    import io
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            PipelineOptions(list(args)).get_all_options()
+    except SystemExit:
+        lines = said.getvalue().strip().splitlines() or ["not valid"]
+        raise ValueError(f"Beam argument: {lines[-1].split('error: ', 1)[-1]}") from None

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import operator
 import os
+import re
 import sys
 import time
 
@@ -103,9 +105,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         enable_cache=not args.no_cache,
         beam_args=tuple(args.beam_arg) if args.beam_arg else beam_args(args.beam_profile),
     )
-    from pipeline.local_runner import check_stores
+    from pipeline.local_runner import preflight
 
-    check_stores(config)  # before the lock, the fetch and any work
+    preflight(config)  # before the lock, the fetch and any work
     with output_dir_lock(config.output_dir):
         if not args.input_dir:
             fetch.fetch(config.dataset_spec, config.data_root, source=args.source, path=args.path)
@@ -198,9 +200,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.model_dir:
         response = serving.predict_in_process(args.model_dir, request)
     elif args.grpc:
-        response = serving.predict_grpc(args.grpc, args.model_name, request)
+        response = serving.predict_grpc(args.grpc, args.model_name, request, timeout=args.timeout)
     else:
-        response = serving.predict_rest(args.server, args.model_name, request)
+        response = serving.predict_rest(args.server, args.model_name, request, timeout=args.timeout)
     print(json.dumps(_strict_json(response), sort_keys=True) if args.full else _brief(response))
     return 0
 
@@ -303,6 +305,16 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -387,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--count", type=_positive_int, default=3, help="how many MNIST test images to send")
     predict.add_argument("--data-root", default=_default("data_root"))
     predict.add_argument("--full", action="store_true", help="print the whole response as JSON")
+    predict.add_argument(
+        "--timeout", type=_positive_float, default=30.0, help="seconds to wait for TF Serving (default: %(default)s)"
+    )
     predict.set_defaults(func=_cmd_predict)
 
     kubeflow = commands.add_parser("kubeflow", help="Kubeflow Pipelines").add_subparsers(
@@ -444,6 +459,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
+# Words that say what went wrong, inside a longer (often wrapped) message: Beam and TensorFlow
+# wrap an OSError's text in their own.
+_TELLING = re.compile(r"\[Errno \d+\][^\n'\"]*|No space left on device|File too large|Resource exhausted[^\n]*")
+
+
+def _one_line(text: str) -> str:
+    """The line of an error message that names the problem."""
+    found = _TELLING.search(text)
+    if found:
+        return found.group(0).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else text)[:300]
+
+
+def _failure(err: BaseException) -> tuple[str, int] | None:
+    """What a user sees of an error that stopped a command: one line and the exit code. None for
+    an error of ours (a bug), whose traceback is the useful report."""
+    from components.data_gate import DataAnomaliesError
+    from components.drift_gate import DataDriftError
+    from components.object_store import ObjectStoreError
+    from model.trainer import TrainingDivergedError
+
+    chain, cause = [], err
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    runner = sys.modules.get("pipeline.local_runner")  # loaded if the error came from a run
+    component = next(filter(None, (runner.failed_component(e) for e in chain)), None) if runner else None
+    where = f"{component}: " if component else ""
+    if isinstance(err, (fetch.FetchError, IdxError, ValueError, OSError)):
+        return f"vae-mnist: error: {where}{_one_line(str(err))}", 2
+    stops = (DataAnomaliesError, DataDriftError, IdxError, TrainingDivergedError, ObjectStoreError)
+    for cause in chain:
+        if isinstance(cause, stops):
+            return f"vae-mnist: run stopped: {cause}", 1
+    # The world, not our code: files and disks, the ML Metadata store, TensorFlow's runtime.
+    world = [ValueError, OSError]
+    for module, name in (("tensorflow", "errors.OpError"), ("ml_metadata.errors", "StatusError")):
+        if module in sys.modules:
+            world.append(operator.attrgetter(name)(sys.modules[module]))
+    for cause in chain:
+        if isinstance(cause, tuple(world)):
+            return f"vae-mnist: error: {where}{_one_line(getattr(cause, 'message', None) or str(cause))}", 2
+    if component and _TELLING.search(str(err)):  # an OSError that a runner wrapped as text
+        return f"vae-mnist: error: {where}{_one_line(str(err))}", 2
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # TensorFlow's Python deprecation notices (from TFX and TFMA internals) need no action.
@@ -453,23 +517,19 @@ def main(argv: list[str] | None = None) -> int:
     except OutputDirBusy as err:
         print(f"vae-mnist: error: {err}", file=sys.stderr)
         return EXIT_BUSY
-    except (fetch.FetchError, IdxError, ValueError, FileNotFoundError, OSError) as err:
-        print(f"vae-mnist: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # a failed component: say which problem, not a Beam traceback
-        from components.data_gate import DataAnomaliesError
-        from components.drift_gate import DataDriftError
-        from components.object_store import ObjectStoreError
-        from model.trainer import TrainingDivergedError
-
-        stops = (DataAnomaliesError, DataDriftError, IdxError, TrainingDivergedError, ObjectStoreError)
-        cause = err
-        while cause is not None and not isinstance(cause, stops):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
+    except KeyboardInterrupt as err:  # pipeline/local_runner.py:RunInterrupted names the component
+        component = getattr(err, "component", None)
+        if component:
+            print(f"vae-mnist: run interrupted during {component}; run the same command to resume", file=sys.stderr)
+        else:
+            print("vae-mnist: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        failure = _failure(err)
+        if failure is None:
             raise
-        print(f"vae-mnist: run stopped: {cause}", file=sys.stderr)
-        return 1
+        print(failure[0], file=sys.stderr)
+        return failure[1]
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner, pipeline_build
 
 from components import object_store
 from pipeline import kfp_pod
+from pipeline.beam import check_beam_args
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
@@ -208,6 +209,7 @@ def compile_job(config: PipelineConfig, cluster: ClusterConfig, target: str = "k
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     check_stores(config, target)
+    check_beam_args(config.beam_args)
     images = {
         pipeline_builder.DEFAULT_IMAGE_PATH_KEY: cluster.image,
         "Trainer": cluster.trainer_image or cluster.image,

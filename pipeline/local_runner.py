@@ -15,7 +15,6 @@ calls ``run_locally``: progress lines per component, the run read back from ML M
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -33,10 +32,11 @@ from absl import logging as absl_logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
 from components import object_store  # noqa: E402
+from pipeline.beam import check_beam_args  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 from pipeline.run_lock import output_dir_lock  # noqa: E402
-from pipeline.run_record import ComponentRun, latest_run  # noqa: E402
+from pipeline.run_record import ComponentRun, latest_run, mark_interrupted  # noqa: E402
 from pipeline.summary import format_summary  # noqa: E402
 
 # Beam's DirectRunner relays its workers' start-up warnings, and TensorFlow's Python logger its
@@ -44,11 +44,13 @@ from pipeline.summary import format_summary  # noqa: E402
 _NOISY_LOGGERS = ("apache_beam.runners.portability.local_job_service", "tensorflow")
 
 
-def check_stores(config: PipelineConfig) -> None:
-    """What a local run can keep where, checked before any work (one line each): ML Metadata's
-    SQLite file needs a local output directory; artifacts need a pipeline root TensorFlow writes
-    (local or gs://; no TensorFlow here writes S3: components/object_store.py); an s3:// input dir
-    or serving root must answer, so a wrong key or bucket never costs a training."""
+def preflight(config: PipelineConfig) -> None:
+    """What a local run needs, checked before any work (one line each): Beam arguments Beam
+    accepts; ML Metadata's SQLite file needs a local output directory; artifacts need a pipeline
+    root TensorFlow writes (local or gs://; no TensorFlow here writes S3:
+    components/object_store.py); an s3:// input dir or serving root must answer, so a wrong key
+    or bucket never costs a training."""
+    check_beam_args(config.beam_args)
     if "://" in config.output_dir:
         raise ValueError(
             f"--output-dir must be a local directory (ML Metadata's SQLite file lives there), got "
@@ -65,7 +67,7 @@ def check_stores(config: PipelineConfig) -> None:
 
 
 def local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
-    check_stores(config)
+    preflight(config)
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
     return create_pipeline(
         config,
@@ -73,19 +75,42 @@ def local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     )
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with the component it stopped in."""
+
+    def __init__(self, component: str):
+        super().__init__(component)
+        self.component = component
+
+
+FAILED_COMPONENT = "vae_mnist_component"  # set on an error that stopped a run: the component's name
+
+
+def failed_component(error: BaseException) -> str | None:
+    """The component a run's error came from, if it came from one."""
+    return getattr(error, FAILED_COMPONENT, None)
+
+
 def run_locally(config: PipelineConfig, progress: TextIO | None = sys.stdout) -> dict[str, ComponentRun]:
     """Runs the pipeline with LocalDagRunner and returns the run as ML Metadata recorded it,
     {node: ComponentRun}. With a ``progress`` stream: a line per component as it runs, and the
-    table of the run at the end, also when a component fails (its error then propagates;
-    ``last_run`` reads what was recorded)."""
+    table of the run at the end, also when a component fails (its error then propagates, naming
+    the component: ``failed_component``; ``last_run`` reads what was recorded). Ctrl-C raises
+    RunInterrupted after recording the interrupted executions as canceled."""
     tfx_pipeline = local_pipeline(config)
-    watching = ConsoleProgress(len(tfx_pipeline.components), progress) if progress else contextlib.nullcontext()
+    watching = ConsoleProgress(len(tfx_pipeline.components), progress)
     try:
         with watching:
             tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
+    except KeyboardInterrupt:
+        mark_interrupted(config.metadata_path, config.pipeline_name)
+        raise RunInterrupted(watching.running or "the start") from None
+    except Exception as err:
+        setattr(err, FAILED_COMPONENT, watching.running)
+        raise
     finally:
         run_name, components = latest_run(config.metadata_path, config.pipeline_name)
-        if progress:
+        if progress and components:
             progress.write("\n" + format_summary(run_name, components) + "\n")
     return {c.node: c for c in components}
 
@@ -99,27 +124,31 @@ def last_run(config: PipelineConfig) -> dict[str, ComponentRun]:
 class ConsoleProgress(logging.Handler):
     """Turns LocalDagRunner's 'Component X is running/finished' records into progress lines."""
 
-    def __init__(self, total: int, stream=sys.stdout):
+    def __init__(self, total: int, stream: TextIO | None = sys.stdout):
         super().__init__(logging.INFO)
         self._total = total
         self._done = 0
         self._started = 0.0
         self._cached = False
-        self._stream = stream
+        self._stream = stream  # None: only keep track of the running component
+        self.running: str | None = None  # the component running now (or the last that ran)
 
     def emit(self, record: logging.LogRecord) -> None:
+        line = None
         if record.msg == "Component %s is running.":
-            self._started, self._cached = time.monotonic(), False
-            self._stream.write(f"[{self._done + 1}/{self._total}] {record.args[0]} ...\n")
+            self._started, self._cached, self.running = time.monotonic(), False, record.args[0]
+            line = f"[{self._done + 1}/{self._total}] {record.args[0]} ..."
         elif record.msg.startswith("A cached execution"):
             self._cached = True
         elif record.msg == "Component %s is finished.":
             self._done += 1
             how = "reused from cache" if self._cached else f"done in {time.monotonic() - self._started:.1f} s"
-            self._stream.write(f"      {record.args[0]}: {how}\n")
+            line = f"      {record.args[0]}: {how}"
         elif record.levelno >= logging.ERROR:
-            self._stream.write(f"      error: {record.getMessage()}\n")
-        self._stream.flush()
+            line = f"      error: {record.getMessage()}"
+        if line and self._stream:
+            self._stream.write(line + "\n")
+            self._stream.flush()
 
     def __enter__(self) -> ConsoleProgress:
         # TFX logs through absl; take its INFO records for ourselves instead of the root handler.
@@ -144,7 +173,16 @@ class ConsoleProgress(logging.Handler):
             logging.getLogger(name).setLevel(level)
 
 
+def _main() -> None:
+    """The tfx CLI's entry: a bad VAE_MNIST_* value is one line, as on `vae-mnist run`."""
+    try:
+        config = PipelineConfig.from_env()
+        preflight(config)
+    except (ValueError, OSError) as err:
+        sys.exit(f"{os.path.basename(__file__)}: error: {err}")
+    with output_dir_lock(config.output_dir):
+        tfx.orchestration.LocalDagRunner().run(local_pipeline(config))  # the tfx CLI records this call
+
+
 if __name__ == "__main__":
-    _config = PipelineConfig.from_env()
-    with output_dir_lock(_config.output_dir):
-        tfx.orchestration.LocalDagRunner().run(local_pipeline(_config))
+    _main()

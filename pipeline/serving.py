@@ -20,6 +20,7 @@ from pipeline import rest_dialect
 REST_PORT, GRPC_PORT = 8501, 8500
 
 
+MAX_RESPONSE_BYTES = 256 << 20  # a REST answer larger than this is not TF Serving's to our requests
 CONFIG_POLL_SECONDS = 30  # TF Serving re-reads models.config this often: a pin takes effect by then
 
 
@@ -69,18 +70,38 @@ def rest_request(images: np.ndarray, signature: str = "serving_default", labels:
 
 
 def predict_rest(server: str, model_name: str, request: dict, timeout: float = 30.0) -> dict:
+    """TF Serving's REST predict. Whatever the server does (an error, HTML, another JSON shape,
+    silence) ends in one line that names the URL."""
     url = f"{server.rstrip('/')}/v1/models/{model_name}:predict"
     body = json.dumps(request).encode()
     http_request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(http_request, timeout=timeout) as response:
-            return json.load(response)
+            text = response.read(MAX_RESPONSE_BYTES + 1)
     except urllib.error.HTTPError as err:  # TF Serving explains itself in the body: {"error": ...}
-        raise ValueError(f"TF Serving at {url} answered {err.code}: {err.read().decode(errors='replace')}") from err
-    except urllib.error.URLError as err:
+        detail = err.read(2000).decode(errors="replace")
+        try:
+            detail = json.loads(detail).get("error", detail)
+        except (ValueError, AttributeError):
+            pass
+        raise ValueError(f"TF Serving at {url} answered {err.code}: {' '.join(str(detail).split())[:300]}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            raise ConnectionError(f"TF Serving at {url} did not answer within {timeout:g} s") from None
         raise ConnectionError(
-            f"cannot reach TF Serving at {server} ({err.reason}); start it (see README) or use --model-dir"
-        ) from err
+            f"cannot reach TF Serving at {server} ({reason}); start it (see README) or use --model-dir"
+        ) from None
+    if len(text) > MAX_RESPONSE_BYTES:
+        raise ValueError(f"TF Serving at {url} answered more than {MAX_RESPONSE_BYTES >> 20} MB")
+    try:
+        answer = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError(f"TF Serving at {url} answered something that is not JSON: {text[:80]!r}") from None
+    if not isinstance(answer, dict) or not ({"predictions", "outputs"} & set(answer)):
+        shape = sorted(answer) if isinstance(answer, dict) else type(answer).__name__
+        raise ValueError(f"TF Serving at {url} answered JSON without 'predictions' or 'outputs': {shape}")
+    return answer
 
 
 def predict_grpc(target: str, model_name: str, request: dict, timeout: float = 30.0) -> dict:
@@ -136,6 +157,11 @@ def predict_in_process(model_dir: str, request: dict) -> dict:
     signature = model.signatures[name]
     specs = signature.structured_input_signature[1]
     tensors, row_format = rest_dialect.parse_request(request, {k: spec.dtype.name for k, spec in specs.items()})
+    for key, value in tensors.items():  # a loaded signature checks no shapes; TF Serving's feed does
+        wanted = specs[key].shape
+        if wanted.rank is not None and value.ndim != wanted.rank:
+            dims = ", ".join("N" if d is None else str(d) for d in wanted.as_list())
+            raise rest_dialect.RequestError(f"{key} must be [{dims}], got [{', '.join(map(str, value.shape))}]")
     try:
         outputs = signature(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in tensors.items()})
     except (tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError) as err:

@@ -109,7 +109,7 @@ def test_corrupt_gzip_input_stops_the_run_with_one_line(tmp_path, small_mnist, c
     assert cli.main(argv) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(
-        f"vae-mnist: error: {bad}/train-labels-idx1-ubyte.gz: cannot be read as gzip: Error -3 while decompressing"
+        f"vae-mnist: error: IdxExampleGen: {bad}/train-labels-idx1-ubyte.gz: cannot be read as gzip: Error -3 while"
     )
 
 

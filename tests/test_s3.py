@@ -243,7 +243,7 @@ def test_a_local_run_refuses_an_s3_output_dir_or_pipeline_root(local_data_run, c
     line = run_refused(capsys, *local_data_run[:2], "--output-dir", "s3://x/o")
     assert line.startswith("vae-mnist: error: --output-dir must be a local directory (ML Metadata's SQLite file")
     with pytest.raises(ValueError, match="a local run's pipeline root must be local or gs://"):
-        local_runner.check_stores(PipelineConfig(pipeline_root="s3://x/root"))
+        local_runner.preflight(PipelineConfig(pipeline_root="s3://x/root"))
 
 
 def test_a_process_that_used_the_store_exits_cleanly(s3_local_run):

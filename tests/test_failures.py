@@ -1,0 +1,121 @@
+"""Reliability, round 3: a failure a user can cause or meet is one line that names the problem
+(and the component it stopped), with an exit code a shell can act on, and nothing is left looking
+alive in ML Metadata. Each case goes through the real CLI or the real entry point."""
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pipeline import cli, local_runner
+from pipeline.config import PipelineConfig
+from tests.helpers import DATA_ROOT, REPO, SMALL_RUN
+
+VAE_MNIST = os.path.join(os.path.dirname(sys.executable), "vae-mnist")
+
+
+def one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_a_bad_beam_argument_is_one_line_before_any_work(tmp_path, small_mnist, capsys):
+    argv = ["run", "--input-dir", small_mnist, "--output-dir", str(tmp_path), "--beam-arg=--direct_num_workers=abc"]
+    assert cli.main(argv) == 2
+    line = one_error_line(capsys)
+    assert line == "vae-mnist: error: Beam argument: argument --direct_num_workers: invalid int value: 'abc'"
+    assert not os.path.exists(tmp_path / "metadata")
+
+
+def test_the_tfx_cli_entry_reports_a_bad_setting_in_one_line(tmp_path):
+    env = os.environ | {"VAE_MNIST_MODEL_NAME": "../escape", "VAE_MNIST_OUTPUT_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "pipeline/local_runner.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("local_runner.py: error: PipelineConfig.model_name must be")
+    assert "Traceback" not in done.stderr
+
+
+def test_a_run_that_fails_before_ml_metadata_exists_reports_its_own_error(tmp_path, small_mnist):
+    config = PipelineConfig(input_dir=small_mnist, output_dir=str(tmp_path), drift_thresholds={"nope": 1.0})
+    with pytest.raises(ValueError, match=r"drift_thresholds: unknown features \['nope'\]") as raised:
+        local_runner.run_locally(config, progress=None)
+    assert "sqlite" not in repr(raised.value.__context__)  # not buried under the summary's read-back
+
+
+def test_ctrl_c_during_a_run_is_one_line_exit_130_and_leaves_nothing_running(tmp_path, small_mnist, small_run):
+    """A real SIGINT to a real run, while the Trainer trains (everything before it is cached)."""
+    output_dir = str(tmp_path / "outputs")
+    shutil.copytree(small_run.output_dir, output_dir)
+    command = [VAE_MNIST, "run", "--input-dir", small_mnist, "--output-dir", output_dir]
+    command += ["--preset", SMALL_RUN["preset"], "--set", "epochs=500"]  # a Trainer still training when stopped
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in run.stdout:
+        if "] Trainer ..." in line:
+            break
+    time.sleep(5)  # into model.fit
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == cli.EXIT_INTERRUPTED
+    assert stderr.strip().splitlines()[-1] == (
+        "vae-mnist: run interrupted during Trainer; run the same command to resume"
+    )
+    assert "Traceback" not in stderr
+    config = PipelineConfig(input_dir=small_mnist, output_dir=output_dir, **SMALL_RUN)
+    states = {node: run.state for node, run in local_runner.last_run(config).items()}
+    assert states["Trainer"] == "canceled" and "running" not in states.values()
+
+
+class Misbehaving(http.server.BaseHTTPRequestHandler):
+    """A "TF Serving" that answers HTML, JSON of another shape, or nothing at all."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.server.mode == "silent":
+            time.sleep(5)
+            return
+        body = b"<html>502 Bad Gateway</html>" if self.server.mode == "html" else json.dumps({"result": 1}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("html", "answered something that is not JSON: b'<html>502 Bad Gateway</html>'"),
+        ("shape", "answered JSON without 'predictions' or 'outputs': ['result']"),
+        ("silent", "did not answer within 1 s"),
+    ],
+)
+def test_a_server_that_misbehaves_is_one_line_naming_the_url(mnist_dir, mode, message, capsys):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
+    server.mode = mode
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        argv = ["predict", "--server", url, "--count", "1", "--timeout", "1", "--data-root", DATA_ROOT]
+        assert cli.main(argv) == 2
+    finally:
+        server.shutdown()
+    assert one_error_line(capsys) == f"vae-mnist: error: TF Serving at {url}/v1/models/vae-mnist:predict {message}"
+
+
+def test_a_rank_1_image_is_refused_with_the_shape_the_model_wants(small_run, tmp_path, capsys):
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"inputs": {"image": [0] * 784}}))  # [784], not [N, 784]
+    assert cli.main(["predict", "--model-dir", small_run.serving_model_dir, "--request", str(request)]) == 2
+    assert one_error_line(capsys) == "vae-mnist: error: image must be [N, 784], got [784]"
