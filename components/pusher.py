@@ -73,7 +73,10 @@ class Executor(tfx_pusher.Executor):
         pinned = serving_layout.pinned_version(model_dir)
         if pinned is not None:
             pushed.set_int_custom_property(PINNED_KEY, pinned)
-            logging.warning("TF Serving stays on pinned version %d until `vae-mnist serving unpin`", pinned)
+            if serving_layout.is_complete(model_dir, pinned):
+                logging.warning("TF Serving stays on pinned version %d until `vae-mnist serving unpin`", pinned)
+            else:
+                logging.warning("models.config pins version %d, which does not exist: nothing is served", pinned)
 
 
 class Pusher(tfx.components.Pusher):

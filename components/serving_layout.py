@@ -187,8 +187,19 @@ def read_models_config(serving_root: str):
     path = os.path.join(serving_root, MODELS_CONFIG)
     if fileio.exists(path):
         with fileio.open(path, "r") as f:
-            text_format.Parse(f.read(), config)
+            text = f.read()
+        try:
+            text_format.Parse(text, config)
+        except text_format.ParseError as err:  # its message starts "<line>:<column> : "
+            raise ModelsConfigError(
+                f"{path}: not a TF Serving model config (line {err.GetLine()}: {str(err).split(' : ', 1)[-1]}); "
+                "fix it, or `vae-mnist serving unpin --force` to write it afresh"
+            ) from None
     return config
+
+
+class ModelsConfigError(ValueError):
+    """models.config cannot be read: which file, which line, and how to repair it."""
 
 
 def _model_entry(config, model_name: str):
@@ -208,14 +219,16 @@ def pinned_version(model_dir: str) -> int | None:
 _KEEP = object()
 
 
-def write_models_config(model_dir: str, pinned=_KEEP) -> str:
+def write_models_config(model_dir: str, pinned=_KEEP, afresh: bool = False) -> str:
     """Writes (or updates) ``models.config`` for this model; ``pinned``: a version, None to
-    unpin, or left out to keep the pin as it is. The base path is the docker mount for a local
-    serving root and the URI itself for a bucket (what a cluster's TF Serving reads)."""
+    unpin, or left out to keep the pin as it is; ``afresh``: ignore what the file holds (a
+    corrupt file is replaced by this model's entry alone). The base path is the docker mount for
+    a local serving root and the URI itself for a bucket (what a cluster's TF Serving reads)."""
     from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
 
     serving_root, model_name = _split(model_dir)
-    config = read_models_config(serving_root)
+    config = model_server_config_pb2.ModelServerConfig() if afresh else read_models_config(serving_root)
     entry = _model_entry(config, model_name)
     if entry is None:
         entry = config.model_config_list.config.add(name=model_name, model_platform="tensorflow")

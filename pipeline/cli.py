@@ -163,7 +163,7 @@ def _cmd_serving_unpin(args: argparse.Namespace) -> int:
 
     model_dir, _ = _serving_model_dir(args)
     with output_dir_lock(args.output_dir):
-        path = serving_layout.write_models_config(model_dir, pinned=None)
+        path = serving_layout.write_models_config(model_dir, pinned=None, afresh=args.force)
     print(f"Unpinned {model_dir} in {path}: TF Serving serves version {serving_layout.served_version(model_dir)}")
     return 0
 
@@ -374,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
         command = serving_commands.add_parser(name, help=help_text)
         if name == "pin":
             command.add_argument("version", type=_positive_int, help="a pushed version (see: vae-mnist serving list)")
+        if name == "unpin":
+            command.add_argument(
+                "--force", action="store_true", help="write models.config afresh (a corrupt one; other entries go)"
+            )
         command.add_argument("--output-dir", default=_default("output_dir"), help="the runs' output directory")
         command.add_argument("--serving-root", help="default: <output-dir>/serving")
         command.add_argument("--model-name", default=_default("model_name"))

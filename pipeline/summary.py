@@ -8,7 +8,7 @@ import math
 import os
 
 from components.served_model import SERVED_VERSION_KEY
-from components.serving_layout import served_version
+from components.serving_layout import is_complete, pinned_version, served_version
 from pipeline import stack
 from pipeline.run_record import ComponentRun
 
@@ -240,13 +240,19 @@ def push_lines(pusher: ComponentRun, serving_model_dir: str) -> list[str]:
     if pushed and _custom(pushed, "pushed") == 1:
         lines = [f"Pushed: {_custom(pushed, 'pushed_destination')}"]
         pinned = _custom(pushed, PINNED_KEY)
-        if pinned:
+        if pinned and not is_complete(serving_model_dir, pinned):
+            lines.append(f"  models.config pins version {pinned}, which does not exist: TF Serving serves nothing")
+            lines.append("  (vae-mnist serving unpin, or pin a version that `vae-mnist serving list` shows)")
+        elif pinned:
             lines.append(f"  TF Serving stays on pinned version {pinned} (vae-mnist serving unpin)")
         return lines
     if pushed and _custom(pushed, ALREADY_SERVED_KEY):
         return [f"Not pushed: this model is already served as version {_custom(pushed, ALREADY_SERVED_KEY)}"]
-    served = served_version(serving_model_dir)
-    kept = f"TF Serving keeps serving version {served}" if served is not None else "nothing is being served yet"
+    served, pinned = served_version(serving_model_dir), pinned_version(serving_model_dir)
+    if served is None and pinned is not None:
+        kept = f"models.config pins version {pinned}, which does not exist: TF Serving serves nothing"
+    else:
+        kept = f"TF Serving keeps serving version {served}" if served is not None else "nothing is being served yet"
     return [f"Not pushed: {kept} ({serving_model_dir})"]
 
 

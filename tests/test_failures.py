@@ -13,9 +13,13 @@ import threading
 import time
 
 import pytest
+from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import cli, local_runner
+from components import serving_layout
+from components.pusher import PINNED_KEY
+from pipeline import cli, local_runner, summary
 from pipeline.config import PipelineConfig
+from pipeline.run_record import ComponentRun
 from tests.helpers import DATA_ROOT, REPO, SMALL_RUN
 
 VAE_MNIST = os.path.join(os.path.dirname(sys.executable), "vae-mnist")
@@ -119,3 +123,50 @@ def test_a_rank_1_image_is_refused_with_the_shape_the_model_wants(small_run, tmp
     request.write_text(json.dumps({"inputs": {"image": [0] * 784}}))  # [784], not [N, 784]
     assert cli.main(["predict", "--model-dir", small_run.serving_model_dir, "--request", str(request)]) == 2
     assert one_error_line(capsys) == "vae-mnist: error: image must be [N, 784], got [784]"
+
+
+@pytest.fixture
+def serving_copy(small_run, tmp_path) -> str:
+    """A copy of small_run's serving root (one pushed version and its models.config)."""
+    root = str(tmp_path / "serving")
+    shutil.copytree(small_run.serving_root, root)
+    serving_layout.write_models_config(os.path.join(root, "vae-mnist"))
+    return root
+
+
+def test_a_corrupt_models_config_names_file_and_line_and_unpin_force_repairs_it(serving_copy, capsys):
+    path = os.path.join(serving_copy, serving_layout.MODELS_CONFIG)
+    with open(path, "a") as f:
+        f.write("model_config_list {\n  config { name: \n")  # a write cut short
+    [version] = serving_layout.versions(os.path.join(serving_copy, "vae-mnist"))
+    where = ["--serving-root", serving_copy, "--output-dir", serving_copy]
+    for command in (["list"], ["pin", str(version)], ["unpin"]):
+        assert cli.main(["serving", *command, *where]) == 2, command
+        line = one_error_line(capsys)
+        assert line.startswith(f"vae-mnist: error: {path}: not a TF Serving model config (line "), line
+        assert line.endswith("or `vae-mnist serving unpin --force` to write it afresh")
+    assert cli.main(["serving", "unpin", "--force", *where]) == 0
+    [entry] = serving_layout.read_models_config(serving_copy).model_config_list.config
+    assert entry.name == "vae-mnist" and not entry.HasField("model_version_policy")
+    assert f"TF Serving serves version {version}" in capsys.readouterr().out
+
+
+def test_a_pin_to_a_version_that_does_not_exist_is_called_what_it_is(serving_copy, capsys):
+    model_dir = os.path.join(serving_copy, "vae-mnist")
+    serving_layout.write_models_config(model_dir, pinned=123)  # by hand, past `serving pin`'s check
+    assert serving_layout.served_version(model_dir) is None
+    # A run that pushes under that pin, and one that does not push.
+    pushed = metadata_store_pb2.Artifact()
+    for key, value in {"pushed": 1, PINNED_KEY: 123}.items():
+        pushed.custom_properties[key].int_value = value
+    pushed.custom_properties["pushed_destination"].string_value = f"{model_dir}/1800000000"
+    pusher = ComponentRun("Pusher", "ran", 0.0, 1, {"pushed_model": [pushed]})
+    assert summary.push_lines(pusher, model_dir)[1] == (
+        "  models.config pins version 123, which does not exist: TF Serving serves nothing"
+    )
+    nothing = ComponentRun("Pusher", "ran", 0.0, 1, {})
+    assert summary.push_lines(nothing, model_dir) == [
+        f"Not pushed: models.config pins version 123, which does not exist: TF Serving serves nothing ({model_dir})"
+    ]
+    assert cli.main(["serving", "list", "--serving-root", serving_copy, "--output-dir", serving_copy]) == 0
+    assert "Pinned to version 123, which is not complete: TF Serving serves nothing" in capsys.readouterr().out
