@@ -189,11 +189,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from pipeline import serving
 
     if args.request:
-        with open(args.request) as f:
-            try:
-                request = json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"{args.request} is not a JSON request: {err}") from None
+        request = _read_request(args.request, args.max_request_mb, args.max_rows)
     else:
         images, labels = _test_images(args.data_root, args.count)
         request = serving.rest_request(images, args.signature, labels)
@@ -217,6 +213,27 @@ def _strict_json(value):
     if isinstance(value, list):
         return [_strict_json(v) for v in value]
     return value
+
+
+def _read_request(path: str, max_mb: float, max_rows: int):
+    """A request file, bounded before it costs memory: its size, then its rows (each row becomes
+    tensors and an answer of 784 numbers), and JSON that Python's parser cannot take."""
+    from pipeline import rest_dialect
+
+    size = os.path.getsize(path)
+    if size > max_mb * (1 << 20):
+        raise ValueError(f"{path} holds {size / (1 << 20):.1f} MB; the limit is {max_mb:g} MB (--max-request-mb)")
+    with open(path, "rb") as f:
+        try:
+            request = json.loads(f.read())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a JSON request: {err}") from None
+        except RecursionError:
+            raise ValueError(f"{path} is not a JSON request: nested too deeply") from None
+    rows = rest_dialect.row_count(request)
+    if rows > max_rows:
+        raise ValueError(f"{path} holds {rows:,} rows; the limit is {max_rows:,} per request (--max-rows)")
+    return request
 
 
 def _test_images(data_root: str, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -403,6 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--count", type=_positive_int, default=3, help="how many MNIST test images to send")
     predict.add_argument("--data-root", default=_default("data_root"))
     predict.add_argument("--full", action="store_true", help="print the whole response as JSON")
+    predict.add_argument(
+        "--max-request-mb", type=_positive_float, default=64.0, help="refuse a larger --request (default: %(default)s)"
+    )
+    predict.add_argument(
+        "--max-rows", type=_positive_int, default=10_000, help="refuse a --request of more rows (default: %(default)s)"
+    )
     predict.add_argument(
         "--timeout", type=_positive_float, default=30.0, help="seconds to wait for TF Serving (default: %(default)s)"
     )

@@ -47,6 +47,17 @@ def parse_request(request, inputs: dict[str, str]) -> tuple[dict[str, np.ndarray
     raise RequestError("the request has neither 'instances' (row format) nor 'inputs' (columnar format)")
 
 
+def row_count(request) -> int:
+    """How many examples a request carries (the first dimension), before any array is built."""
+    if not isinstance(request, dict):
+        return 0
+    if isinstance(request.get("instances"), list):
+        return len(request["instances"])
+    columns = request.get("inputs")
+    values = columns.values() if isinstance(columns, dict) else [columns]
+    return max((len(v) for v in values if isinstance(v, list)), default=0)
+
+
 def signature_name(request: dict) -> str:
     name = request.get("signature_name", "serving_default") if isinstance(request, dict) else "serving_default"
     if not isinstance(name, str):
@@ -115,11 +126,17 @@ def _array(value, dtype: str, name: str) -> np.ndarray:
         raise RequestError(f"input {name!r}: this client does not send {dtype} tensors")
     try:
         array = np.asarray(value)
-    except (ValueError, OverflowError):  # numpy refuses ragged lists
+    except OverflowError:
+        raise RequestError(f"input {name!r}: a value is out of range for {dtype}") from None
+    except ValueError:  # numpy refuses ragged lists
         raise RequestError(f"input {name!r}: lists of different lengths at the same level") from None
     if array.size and array.dtype.kind not in family:
-        wrong = [leaf for leaf in _leaves(value) if not _fits(leaf, family)]
-        if not wrong:
+        leaves = _leaves(value)
+        wrong = [leaf for leaf in leaves if not _fits(leaf, family)]
+        if not wrong:  # integers past int64 make numpy fall back to objects, as ragged lists do
+            huge = [leaf for leaf in leaves if isinstance(leaf, int) and not -(2**63) <= leaf < 2**64]
+            if huge:
+                raise RequestError(f"input {name!r}: JSON value {huge[0]} is out of range for {dtype}")
             raise RequestError(f"input {name!r}: lists of different lengths at the same level")
         raise RequestError(
             f"input {name!r}: JSON value {json.dumps(wrong[0])} ({_json_type(wrong[0])}) "

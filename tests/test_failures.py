@@ -170,3 +170,39 @@ def test_a_pin_to_a_version_that_does_not_exist_is_called_what_it_is(serving_cop
     ]
     assert cli.main(["serving", "list", "--serving-root", serving_copy, "--output-dir", serving_copy]) == 0
     assert "Pinned to version 123, which is not complete: TF Serving serves nothing" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("body", "flags", "message"),
+    [
+        (
+            '{"instances": [[0]]}',
+            ["--max-request-mb", "0.00001"],
+            "holds 0.0 MB; the limit is 1e-05 MB (--max-request-mb)",
+        ),
+        (json.dumps({"instances": [[0] * 784] * 3}), ["--max-rows", "2"], "holds 3 rows; the limit is 2 per request"),
+        ("[" * 100_000 + "]" * 100_000, [], "is not a JSON request: nested too deeply"),
+        (
+            json.dumps({"instances": [[10**30] * 784]}),
+            [],
+            "input 'image': JSON value 1000000000000000000000000000000 is out of range for int64",
+        ),
+        (json.dumps({"instances": [[-1] * 784]}), [], "pixels must be >= 0"),
+    ],
+)
+def test_hostile_requests_are_one_line(small_run, tmp_path, body, flags, message, capsys):
+    request = tmp_path / "request.json"
+    request.write_text(body)
+    argv = ["predict", "--model-dir", small_run.serving_model_dir, "--request", str(request), *flags]
+    assert cli.main(argv) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("vae-mnist: error: ") and message in line, line
+
+
+def test_non_finite_answers_print_as_json(small_run, tmp_path, capsys):
+    """A float input takes NaN (Python's JSON reads it); what comes back must still parse as JSON."""
+    request = tmp_path / "request.json"
+    request.write_text('{"signature_name": "decode", "instances": [[NaN, 0.0]]}')
+    for full in ([], ["--full"]):
+        assert cli.main(["predict", "--model-dir", small_run.serving_model_dir, "--request", str(request), *full]) == 0
+        json.loads(capsys.readouterr().out)  # strict: NaN printed as null
