@@ -11,6 +11,8 @@ import json
 import math
 from typing import Any
 
+from schema import IMAGE_SIDE, NUM_PIXELS
+
 ARCHITECTURE_FIELDS = ("hidden_units", "latent_dim", "activation", "conv", "conv_filters")
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "swish", "tanh", "softplus", "leaky_relu")
 
@@ -58,9 +60,25 @@ class VaeConfig:
             for item in value if isinstance(value, tuple) else [value]:
                 if item is not None and item < minimum:
                     raise ValueError(f"VaeConfig.{name} must be at least {minimum}, got {value!r}")
+        for name, maximum in _MAXIMUM.items():
+            value = getattr(self, name)
+            for item in value if isinstance(value, tuple) else [value]:
+                if item is not None and item > maximum:
+                    raise ValueError(f"VaeConfig.{name} must be at most {maximum:,}, got {value!r}")
         if not self.hidden_units:
             raise ValueError("VaeConfig.hidden_units must name at least one layer, e.g. [256]")
-        if self.learning_rate <= 0:
+        if self.conv and IMAGE_SIDE % 2 ** len(self.conv_filters):
+            raise ValueError(
+                f"VaeConfig.conv_filters: at most {int(math.log2(IMAGE_SIDE & -IMAGE_SIDE))} layers "
+                f"({IMAGE_SIDE} pixels must halve exactly at each), got {list(self.conv_filters)}"
+            )
+        if self.parameter_count() > MAX_PARAMETERS:
+            raise ValueError(
+                f"VaeConfig: the network would hold {self.parameter_count():,} weights "
+                f"({self.parameter_count() * TRAINING_BYTES_PER_WEIGHT / 2**30:.1f} GB to train with Adam); "
+                f"at most {MAX_PARAMETERS:,} (hidden_units, latent_dim, conv_filters)"
+            )
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"VaeConfig.learning_rate must be positive, got {self.learning_rate!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"VaeConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
@@ -70,6 +88,35 @@ class VaeConfig:
             )
         if self.input_mode not in ("memory", "stream"):
             raise ValueError(f"VaeConfig.input_mode must be 'memory' or 'stream', got {self.input_mode!r}")
+
+    def parameter_count(self) -> int:
+        """The network's weights, counted from the architecture as model/vae.py builds it."""
+
+        def dense(inputs: int, units: int) -> int:
+            return inputs * units + units
+
+        def conv(channels: int, filters: int) -> int:  # 3x3 kernels
+            return 9 * channels * filters + filters
+
+        count, width, channels = 0, NUM_PIXELS, 1
+        if self.conv:
+            side = IMAGE_SIDE
+            for filters in self.conv_filters:
+                count, channels, side = count + conv(channels, filters), filters, -(-side // 2)
+            width = side * side * channels
+        for units in self.hidden_units:
+            count, width = count + dense(width, units), units
+        count += 2 * dense(width, self.latent_dim)  # z_mean and z_log_var
+        width = self.latent_dim
+        for units in reversed(self.hidden_units):
+            count, width = count + dense(width, units), units
+        if not self.conv:
+            return count + dense(width, NUM_PIXELS)
+        side = IMAGE_SIDE // 2 ** len(self.conv_filters)
+        count += dense(width, side * side * channels)
+        for filters in reversed(self.conv_filters):
+            count, channels = count + conv(channels, filters), filters
+        return count + conv(channels, 1)
 
     def architecture(self) -> dict[str, Any]:
         """The fields that decide the weights' shapes and meaning: equal ones can share weights."""
@@ -107,6 +154,27 @@ class VaeConfig:
         return VaeConfig.from_dict({**self.to_dict(), **changes})
 
 
+# The largest network we train: 50 million weights need 0.8 GB with Adam (weights, gradients and
+# two moments, float32: 16 bytes a weight) before activations; a 10-million-unit layer would need
+# 117 GB, and TensorFlow would say so only after the data stages. Our largest preset holds 1.7 M.
+MAX_PARAMETERS = 50_000_000
+TRAINING_BYTES_PER_WEIGHT = 16
+# Integer fields' largest allowed values (for tuples: of every item): what memory, int32 shapes
+# and numpy's seeds allow.
+_MAXIMUM = {
+    "hidden_units": 1 << 16,
+    "latent_dim": 1 << 12,
+    "conv_filters": 1 << 12,
+    "batch_size": 1 << 16,
+    "epochs": 100_000,
+    "steps_per_epoch": 1 << 31,
+    "steps_per_execution": 1 << 20,
+    "kl_warmup_epochs": 100_000,
+    "early_stopping_patience": 100_000,
+    "lr_plateau_patience": 100_000,
+    "warm_start_epochs": 100_000,
+    "seed": 2**32 - 1,  # numpy's seeds are 32-bit
+}
 # Integer fields' smallest allowed values (for tuples: of every item).
 _MINIMUM = {
     "hidden_units": 1,
@@ -120,6 +188,7 @@ _MINIMUM = {
     "early_stopping_patience": 0,
     "lr_plateau_patience": 0,
     "warm_start_epochs": 1,
+    "seed": 0,
 }
 
 

@@ -173,6 +173,19 @@ def test_a_single_number_is_a_one_layer_tuple():
             "reconstruction_error_per_digit, pixel_mse_per_digit",
         ),
         (["--bound", "neg_elbo"], "--bound takes FIELD=VALUE, e.g. neg_elbo=160, got 'neg_elbo'"),
+        # Sizes that cannot fit, and values TensorFlow or numpy would refuse after the data stages.
+        (["--set", "hidden_units=[10000000]"], "VaeConfig.hidden_units must be at most 65,536, got (10000000,)"),
+        (
+            ["--set", "hidden_units=[60000,60000]"],
+            "VaeConfig: the network would hold 7,294,680,788 weights (108.7 GB to train with Adam); "
+            "at most 50,000,000 (hidden_units, latent_dim, conv_filters)",
+        ),
+        (["--set", "seed=-1"], "VaeConfig.seed must be at least 0, got -1"),
+        (["--set", "learning_rate=Infinity"], "VaeConfig.learning_rate must be a number, got inf"),
+        (
+            ["--set", "conv=true", "--set", "conv_filters=[8,8,8]"],
+            "VaeConfig.conv_filters: at most 2 layers (28 pixels must halve exactly at each), got [8, 8, 8]",
+        ),
     ],
 )
 def test_the_cli_refuses_bad_settings_before_any_work(tmp_path, capsys, argv, message):
@@ -224,3 +237,15 @@ def test_a_nan_metric_is_reported_as_nan():
     failure.metric_threshold.value_threshold.upper_bound.value = 165.0
     failure.metric_value.double_value.value = float("nan")
     assert _reason(failure) == "-ELBO is NaN"
+
+
+def test_the_weight_count_that_bounds_a_config_is_keras_own():
+    """VaeConfig refuses networks over MAX_PARAMETERS by counting weights from the architecture;
+    the count must be the one Keras builds, or the bound means nothing."""
+    from model.config import PRESETS, preset
+    from model.vae import build_vae
+
+    for name in PRESETS:
+        config = preset(name)
+        vae = build_vae(config)
+        assert config.parameter_count() == vae.encoder.count_params() + vae.decoder.count_params(), name
