@@ -118,6 +118,9 @@ class PipelineConfig:
             raise ValueError(f"PipelineConfig.span_window must be positive, got {self.span_window}")
         if self.records_per_shard < 1:
             raise ValueError(f"PipelineConfig.records_per_shard must be positive, got {self.records_per_shard}")
+        for name in ("output_dir", "data_root"):
+            if not getattr(self, name):
+                raise ValueError(f"PipelineConfig.{name} must name a directory, got an empty path")
         datasets.get(self.dataset)  # fail early on unknown names and fields
         _ = self.vae, self.evaluation_bounds
         self.data_root = _absolute(self.data_root)

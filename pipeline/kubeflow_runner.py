@@ -104,6 +104,13 @@ class ClusterConfig:
     s3_secret: str = object_store.KFP_SECRET
     s3_secret_keys: tuple[str, str] = object_store.KFP_SECRET_KEYS  # access key, secret key
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.gpus, int) or self.gpus < 0:
+            raise ValueError(f"--gpus must be 0 (train on CPU) or more, got {self.gpus}")
+        for name in ("trainer_cpu", "data_stage_cpu", "light_cpu"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ClusterConfig.{name} must be positive, got {getattr(self, name)}")
+
     def s3_env(self) -> list[dict]:
         """The container's plain environment: where the store is (boto3 reads these)."""
         env = [{"name": "AWS_REGION", "value": self.s3_region}]
@@ -163,6 +170,9 @@ def check_stores(config: PipelineConfig, target: str) -> None:
         )
     if target == "vertex" and reads_s3(config):
         raise ValueError("vertex: the input dir and serving root must be gs:// (Vertex AI pods get no S3 keys)")
+    for flag, path in (("--input-dir", config.input_base), ("--serving-root", config.serving_root)):
+        if not path.startswith(("gs://", "s3://")):
+            raise ValueError(f"{flag} must be gs:// or s3:// (what a pod can reach), got {path}")
 
 
 def finish_spec(pipeline_spec: dict, cluster: ClusterConfig, target: str, s3: bool = False) -> None:
@@ -228,8 +238,11 @@ def compile_job(config: PipelineConfig, cluster: ClusterConfig, target: str = "k
 
 
 def compile_pipeline(config: PipelineConfig, cluster: ClusterConfig, output_path: str, target: str = "kfp") -> str:
-    """Writes <output_path without extension>.yaml (kfp) or .json (vertex); returns its path."""
+    """Writes <output_path without extension>.yaml (kfp) or .json (vertex), or <name>.yaml into
+    ``output_path`` if it is a directory; returns its path."""
     job = compile_job(config, cluster, target)
+    if os.path.isdir(output_path):
+        output_path = os.path.join(output_path, config.pipeline_name)
     stem = os.path.splitext(os.path.abspath(output_path))[0]
     os.makedirs(os.path.dirname(stem), exist_ok=True)
     if target == "vertex":

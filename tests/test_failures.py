@@ -206,3 +206,39 @@ def test_non_finite_answers_print_as_json(small_run, tmp_path, capsys):
     for full in ([], ["--full"]):
         assert cli.main(["predict", "--model-dir", small_run.serving_model_dir, "--request", str(request), *full]) == 0
         json.loads(capsys.readouterr().out)  # strict: NaN printed as null
+
+
+def test_paths_that_cannot_hold_a_run_are_refused_before_any_work(tmp_path, small_mnist, capsys):
+    run = ["run", "--input-dir", small_mnist]
+    assert cli.main([*run, "--output-dir", ""]) == 2
+    assert (
+        one_error_line(capsys) == "vae-mnist: error: PipelineConfig.output_dir must name a directory, got an empty path"
+    )
+    dangling = tmp_path / "gone"
+    dangling.symlink_to(tmp_path / "nowhere")
+    assert cli.main([*run, "--output-dir", str(dangling)]) == 2
+    assert one_error_line(capsys) == (
+        f"vae-mnist: error: {dangling} is a symbolic link to {tmp_path / 'nowhere'}, which does not exist"
+    )
+    a_file = tmp_path / "serving"
+    a_file.write_text("not a directory")
+    assert cli.main([*run, "--output-dir", str(tmp_path / "out"), "--serving-root", str(a_file)]) == 2
+    assert one_error_line(capsys) == f"vae-mnist: error: {a_file} is a file; a directory is needed there"
+    assert not (tmp_path / "out" / "metadata").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--gpus", "-1"], "--gpus must be 0 (train on CPU) or more, got -1"),
+        (["--input-dir", "data/mnist"], "--input-dir must be gs:// or s3:// (what a pod can reach), got "),
+        (["--pipeline-root", "/tmp/root"], "--pipeline-root for kfp must start with gs:// or s3:// or minio://"),
+    ],
+)
+def test_kubeflow_compile_holds_only_what_a_pod_can_reach(tmp_path, flags, message, capsys):
+    argv = ["kubeflow", "compile", "--image", "vae-mnist:test", "--pipeline-root", "s3://b/root"]
+    argv += ["--input-dir", "s3://b/mnist", "--serving-root", "s3://b/serving", "--output", str(tmp_path)]
+    assert cli.main(argv + flags) == 2
+    assert one_error_line(capsys).startswith(f"vae-mnist: error: {message}")
+    assert cli.main(argv) == 0  # into the directory, not beside it
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'vae-mnist.yaml'}"

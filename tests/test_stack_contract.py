@@ -31,9 +31,14 @@ from pipeline.pipeline import create_pipeline
 from tests.helpers import REPO, SMALL_RUN, states
 
 CONTRACT = os.path.join(REPO, "tests", "stack_contract.json")
-# Fixed paths, so that the description holds no machine's directories.
-# A pipeline root KFP can stage in (a local one is refused at compile time).
-SETTINGS = {"input_dir": "/data/mnist", "output_dir": "/outputs", "pipeline_root": "gs://vae-mnist/root", **SMALL_RUN}
+# Fixed paths, so that the description holds no machine's directories; in a bucket, as a pod
+# reaches nothing else (local paths are refused at compile time).
+SETTINGS = {
+    "input_dir": "gs://vae-mnist/mnist",
+    "pipeline_root": "gs://vae-mnist/root",
+    "serving_root": "gs://vae-mnist/serving",
+    **SMALL_RUN,
+}
 
 
 def _plain(value):
