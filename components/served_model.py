@@ -25,6 +25,7 @@ from components import serving_layout
 
 SERVED_VERSION_KEY = "served_version"  # the version copied; 0: nothing is served
 SERVED_FROM_KEY = "served_from"
+SKIPPED_KEY = "skipped_versions"  # newer complete versions passed over: their graph does not parse
 
 
 def is_nothing_served(model: artifact.Artifact) -> bool:
@@ -41,7 +42,13 @@ def ServedModel(  # noqa: N802
     """Copies the served version under ``serving_model_dir`` into ``model`` (the Trainer's layout,
     ``Format-Serving/``), or marks ``model`` empty when no version is served."""
     del lookup_nonce  # only there to keep this component out of every cache
-    version = serving_layout.served_version(serving_model_dir)
+    skipped: list[tuple[int, str]] = []
+    version = serving_layout.served_version(serving_model_dir, skipped)
+    for broken, reason in skipped:
+        path = serving_layout.version_path(serving_model_dir, broken)
+        logging.warning("Skipped version %d (%s): %s; TF Serving cannot load it either", broken, path, reason)
+    if skipped:
+        model.set_string_custom_property(SKIPPED_KEY, ", ".join(str(v) for v, _ in skipped))
     if version is None:
         model.set_int_custom_property(SERVED_VERSION_KEY, 0)
         logging.info("No model is served under %s yet", serving_model_dir)

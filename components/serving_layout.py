@@ -92,18 +92,39 @@ def is_complete(model_dir: str, version: int, dirs: dict[int, str] | None = None
     return fileio.exists(os.path.join(version_path(model_dir, version, dirs), SAVED_MODEL_FILE))
 
 
-def served_version(model_dir: str) -> int | None:
+def unreadable(version_dir: str) -> str | None:
+    """Why TF Serving could not load this version's graph (a ``saved_model.pb`` that does not
+    parse as a SavedModel: cut short, overwritten), or None."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    try:
+        with fileio.open(os.path.join(version_dir, SAVED_MODEL_FILE), "rb") as f:
+            saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    except DecodeError as err:
+        return f"its {SAVED_MODEL_FILE} does not parse ({err})"
+    if not saved_model.meta_graphs:
+        return f"its {SAVED_MODEL_FILE} holds no graph"
+    return None
+
+
+def served_version(model_dir: str, skipped: list[tuple[int, str]] | None = None) -> int | None:
     """The version TF Serving serves from ``model_dir``: the pinned version (if it is loadable),
-    else the highest numeric version that holds a SavedModel (TF Serving's default ``latest``
-    policy; a version still missing ``saved_model.pb`` is not loadable and the previous one
-    stays served). None: nothing served."""
+    else the highest numeric version that holds a SavedModel TF Serving can read (its default
+    ``latest`` policy: a version missing ``saved_model.pb`` or with a corrupt one fails to load,
+    and the one served before stays served). None: nothing served. ``skipped`` collects the
+    (version, reason) of complete versions passed over as unreadable."""
     dirs = version_dirs(model_dir)
     pinned = pinned_version(model_dir)
-    if pinned is not None:
-        return pinned if is_complete(model_dir, pinned, dirs) else None
-    for version in reversed(dirs):
-        if is_complete(model_dir, version, dirs):
+    candidates = [pinned] if pinned is not None else list(reversed(dirs))
+    for version in candidates:
+        if not is_complete(model_dir, version, dirs):
+            continue
+        reason = unreadable(version_path(model_dir, version, dirs))
+        if reason is None:
             return version
+        if skipped is not None:
+            skipped.append((version, reason))
     return None
 
 

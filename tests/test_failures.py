@@ -14,6 +14,8 @@ import time
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+from tfx.orchestration.pipeline import RunOptions
 
 from components import serving_layout
 from components.pusher import PINNED_KEY
@@ -242,3 +244,25 @@ def test_kubeflow_compile_holds_only_what_a_pod_can_reach(tmp_path, flags, messa
     assert one_error_line(capsys).startswith(f"vae-mnist: error: {message}")
     assert cli.main(argv) == 0  # into the directory, not beside it
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'vae-mnist.yaml'}"
+
+
+def test_a_served_version_whose_graph_is_corrupt_is_skipped_with_a_warning(serving_copy, small_mnist, tmp_path):
+    model_dir = os.path.join(serving_copy, "vae-mnist")
+    [old] = serving_layout.versions(model_dir)
+    broken = os.path.join(model_dir, "2000000000")
+    shutil.copytree(serving_layout.version_path(model_dir, old), broken)
+    with open(os.path.join(broken, serving_layout.SAVED_MODEL_FILE), "wb") as f:
+        f.write(b"\x0a\xff" * 100)  # a length that runs past the end: a file cut short
+    skipped = []
+    assert serving_layout.served_version(model_dir, skipped) == old  # what TF Serving keeps serving
+    assert [version for version, _ in skipped] == [2000000000] and "does not parse" in skipped[0][1]
+    # ServedModel, the real component, alone: the Evaluator's baseline is the version served.
+    config = PipelineConfig(
+        input_dir=small_mnist, output_dir=str(tmp_path / "out"), serving_root=serving_copy, **SMALL_RUN
+    )
+    tfx.orchestration.LocalDagRunner().run(
+        local_runner.local_pipeline(config), run_options=RunOptions(to_nodes=["ServedModel"])
+    )
+    model = local_runner.last_run(config)["ServedModel"].output("model")
+    assert model.custom_properties["served_version"].int_value == old
+    assert model.custom_properties["skipped_versions"].string_value == "2000000000"
