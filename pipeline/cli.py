@@ -494,11 +494,9 @@ _TELLING = re.compile(r"\[Errno \d+\][^\n'\"]*|No space left on device|File too 
 
 def _one_line(text: str) -> str:
     """The line of an error message that names the problem."""
-    found = _TELLING.search(text)
-    if found:
-        return found.group(0).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[0] if lines else text)[:300]
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [text]
+    telling = [line for line in lines if _TELLING.search(line)]
+    return (telling or lines)[0][:300]
 
 
 def _failure(err: BaseException) -> tuple[str, int] | None:

@@ -266,3 +266,25 @@ def test_a_served_version_whose_graph_is_corrupt_is_skipped_with_a_warning(servi
     model = local_runner.last_run(config)["ServedModel"].output("model")
     assert model.custom_properties["served_version"].int_value == old
     assert model.custom_properties["skipped_versions"].string_value == "2000000000"
+
+
+def test_a_full_disk_in_a_component_is_one_line_naming_it(tmp_path, small_mnist, small_run):
+    """A "full disk" (RLIMIT_FSIZE in the run's own process, as tests/test_push_failures.py does):
+    1 MB leaves room for ML Metadata's file and stops the first copy of the model's 1.6 MB of
+    variables, ServedModel's copy of the served version (TensorFlow's error, through TFX)."""
+    import resource
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    output_dir = str(tmp_path / "outputs")
+    shutil.copytree(small_run.output_dir, output_dir)  # the data stages are reused from its cache
+    command = [VAE_MNIST, "run", "--input-dir", small_mnist, "--output-dir", output_dir]
+    command += ["--preset", SMALL_RUN["preset"], "--set", f"epochs={SMALL_RUN['vae_overrides']['epochs']}"]
+    done = subprocess.run(command, cwd=REPO, preexec_fn=full_disk, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    served_copy = os.path.join(output_dir, "pipeline_root", "vae-mnist", "ServedModel", "model")
+    assert last.startswith(f"vae-mnist: error: ServedModel: {served_copy}/") and last.endswith("File too large"), last
+    assert "Traceback" not in done.stderr
