@@ -244,8 +244,8 @@ def write_models_config(model_dir: str, pinned=_KEEP, afresh: bool = False) -> s
     """Writes (or updates) ``models.config`` for this model; ``pinned``: a version, None to
     unpin, or left out to keep the pin as it is; ``afresh``: ignore what the file holds (a
     corrupt file is replaced by this model's entry alone). The base path is the docker mount for
-    a local serving root and the URI itself for a bucket (what a cluster's TF Serving reads)."""
-    from google.protobuf import text_format
+    a local serving root and the URI itself for a bucket (what a cluster's TF Serving reads).
+    Comments and other models' entries in the file are kept (``_edited``)."""
     from tensorflow_serving.config import model_server_config_pb2
 
     serving_root, model_name = _split(model_dir)
@@ -261,8 +261,73 @@ def write_models_config(model_dir: str, pinned=_KEEP, afresh: bool = False) -> s
     from components import object_store
 
     path = os.path.join(serving_root, MODELS_CONFIG)
-    object_store.write_text_atomically(path, text_format.MessageToString(config))
+    old_text = "" if afresh or not fileio.exists(path) else _read_text(path)
+    object_store.write_text_atomically(path, _edited(old_text, config, model_name))
     return path
+
+
+def _read_text(path: str) -> str:
+    with fileio.open(path, "r") as f:
+        return f.read()
+
+
+def _edited(old_text: str, config, model_name: str) -> str:
+    """``config`` as text that keeps a hand-edited file's comments and layout: only this model's
+    ``config { ... }`` entry is rewritten (or added). Why by hand: protobuf's text format drops
+    comments. If the edit would not read back as ``config`` exactly, the plain text is written."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    plain = text_format.MessageToString(config)
+    entry_text = text_format.MessageToString(_model_entry(config, model_name))
+    block = "  config {\n" + "".join(f"    {line}\n" for line in entry_text.splitlines()) + "  }"
+    spans = _blocks(old_text)
+    ours = [(a, b) for name, a, b in spans if name == "config" and _names(old_text[a:b], model_name)]
+    lists = [(a, b) for name, a, b in spans if name == "model_config_list"]
+    if len(ours) == 1:
+        start, end = ours[0]
+        text = old_text[:start] + block.strip() + old_text[end:]
+    elif len(lists) == 1:
+        end = lists[0][1] - 1  # the list's closing brace
+        text = old_text[:end].rstrip() + "\n" + block + "\n" + old_text[end:]
+    else:
+        return plain
+    check = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, check)
+    except text_format.ParseError:
+        return plain
+    return text if check == config else plain
+
+
+def _blocks(text: str) -> list[tuple[str, int, int]]:
+    """(field name, start, end) of every ``name { ... }`` block in protobuf text, end after its
+    closing brace; braces inside strings and ``#`` comments are skipped."""
+    found, stack, i = [], [], 0
+    while i < len(text):
+        char = text[i]
+        if char == "#":
+            newline = text.find("\n", i)
+            i = len(text) if newline < 0 else newline
+            continue
+        if char in "\"'":
+            close = i + 1
+            while close < len(text) and text[close] != char:
+                close += 2 if text[close] == "\\" else 1
+            i = close + 1
+            continue
+        if char == "{":
+            name = re.search(r"(\w+)\s*:?\s*$", text[:i])
+            stack.append((name.group(1) if name else "", name.start(1) if name else i))
+        elif char == "}" and stack:
+            name, start = stack.pop()
+            found.append((name, start, i + 1))
+        i += 1
+    return found
+
+
+def _names(block: str, model_name: str) -> bool:
+    return re.search(r'\bname\s*:\s*["\']' + re.escape(model_name) + r'["\']', block) is not None
 
 
 def pin(model_dir: str, version: int) -> str:

@@ -288,3 +288,26 @@ def test_a_full_disk_in_a_component_is_one_line_naming_it(tmp_path, small_mnist,
     served_copy = os.path.join(output_dir, "pipeline_root", "vae-mnist", "ServedModel", "model")
     assert last.startswith(f"vae-mnist: error: ServedModel: {served_copy}/") and last.endswith("File too large"), last
     assert "Traceback" not in done.stderr
+
+
+def test_our_rewrites_keep_a_hand_edited_models_config_comments_and_other_models(serving_copy, capsys):
+    path = os.path.join(serving_copy, serving_layout.MODELS_CONFIG)
+    [version] = serving_layout.versions(os.path.join(serving_copy, "vae-mnist"))
+    with open(path, "w") as f:
+        f.write(
+            "# The cluster's models: keep this line.\n"
+            "model_config_list {\n"
+            '  config { name: "other" base_path: "/models/other" model_platform: "tensorflow" }  # theirs\n'
+            '  config { name: "vae-mnist" base_path: "/models/vae-mnist" model_platform: "tensorflow" }\n'
+            "}\n"
+        )
+    where = ["--serving-root", serving_copy, "--output-dir", serving_copy]
+    assert cli.main(["serving", "pin", str(version), *where]) == 0
+    assert serving_layout.pinned_version(os.path.join(serving_copy, "vae-mnist")) == version
+    assert cli.main(["serving", "unpin", *where]) == 0
+    with open(path) as f:
+        text = f.read()
+    assert text.startswith("# The cluster's models: keep this line.\n")
+    assert '  config { name: "other" base_path: "/models/other" model_platform: "tensorflow" }  # theirs\n' in text
+    names = [c.name for c in serving_layout.read_models_config(serving_copy).model_config_list.config]
+    assert names == ["other", "vae-mnist"]
