@@ -105,10 +105,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         enable_cache=not args.no_cache,
         beam_args=tuple(args.beam_arg) if args.beam_arg else beam_args(args.beam_profile),
     )
-    from pipeline.local_runner import preflight
-
-    preflight(config)  # before the lock, the fetch and any work
+    config.check_local_run_paths()  # before the lock makes the output directory
     with output_dir_lock(config.output_dir):
+        from pipeline.local_runner import preflight  # TFX, Beam: after a busy directory is refused
+
+        preflight(config)  # before the fetch and any work
         if not args.input_dir:
             fetch.fetch(config.dataset_spec, config.data_root, source=args.source, path=args.path)
         return _run_locally(config)

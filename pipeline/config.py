@@ -132,6 +132,29 @@ class PipelineConfig:
             self.pipeline_root or os.path.join(self.output_dir, "pipeline_root", self.pipeline_name)
         )
 
+    def check_local_run_paths(self) -> None:
+        """Where a local run writes, checked before it writes anything (one line each): ML
+        Metadata's SQLite file needs a local output directory; artifacts need a pipeline root
+        TensorFlow writes (local or gs://; no TensorFlow here writes S3:
+        components/object_store.py); a directory must not be a file or a dangling link."""
+        if "://" in self.output_dir:
+            raise ValueError(
+                f"--output-dir must be a local directory (ML Metadata's SQLite file lives there), got "
+                f"{self.output_dir}; the input dir and the serving root may be in a bucket"
+            )
+        if self.pipeline_root.startswith(("s3://", "minio://")):
+            raise ValueError(
+                f"a local run's pipeline root must be local or gs:// (no TensorFlow here writes S3), got "
+                f"{self.pipeline_root}; on Kubeflow an s3:// pipeline root works (kubeflow/README.md)"
+            )
+        for path in (self.output_dir, self.pipeline_root, self.serving_root):
+            if "://" in path:
+                continue
+            if os.path.islink(path) and not os.path.exists(path):
+                raise ValueError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist")
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise ValueError(f"{path} is a file; a directory is needed there")
+
     @property
     def vae(self) -> VaeConfig:
         return preset(self.preset).replace(**self.vae_overrides)

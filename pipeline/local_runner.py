@@ -45,30 +45,11 @@ _NOISY_LOGGERS = ("apache_beam.runners.portability.local_job_service", "tensorfl
 
 
 def preflight(config: PipelineConfig) -> None:
-    """What a local run needs, checked before any work (one line each): Beam arguments Beam
-    accepts; directories where directories go (not files, not dangling links); ML Metadata's
-    SQLite file needs a local output directory; artifacts need a pipeline
-    root TensorFlow writes (local or gs://; no TensorFlow here writes S3:
-    components/object_store.py); an s3:// input dir or serving root must answer, so a wrong key
-    or bucket never costs a training."""
+    """What a local run needs, checked before any work (one line each): its directories
+    (``PipelineConfig.check_local_run_paths``); Beam arguments Beam accepts; an s3:// input dir
+    or serving root that answers, so a wrong key or bucket never costs a training."""
+    config.check_local_run_paths()
     check_beam_args(config.beam_args)
-    if "://" in config.output_dir:
-        raise ValueError(
-            f"--output-dir must be a local directory (ML Metadata's SQLite file lives there), got "
-            f"{config.output_dir}; the input dir and the serving root may be in a bucket"
-        )
-    if config.pipeline_root.startswith(("s3://", "minio://")):
-        raise ValueError(
-            f"a local run's pipeline root must be local or gs:// (no TensorFlow here writes S3), got "
-            f"{config.pipeline_root}; on Kubeflow an s3:// pipeline root works (kubeflow/README.md)"
-        )
-    for path in (config.output_dir, config.pipeline_root, config.serving_root):
-        if "://" in path:
-            continue
-        if os.path.islink(path) and not os.path.exists(path):
-            raise ValueError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist")
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise ValueError(f"{path} is a file; a directory is needed there")
     for path in (config.input_base, config.serving_root):
         if object_store.is_s3(path):
             object_store.check_access(path)
