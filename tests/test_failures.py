@@ -311,3 +311,35 @@ def test_our_rewrites_keep_a_hand_edited_models_config_comments_and_other_models
     assert '  config { name: "other" base_path: "/models/other" model_platform: "tensorflow" }  # theirs\n' in text
     names = [c.name for c in serving_layout.read_models_config(serving_copy).model_config_list.config]
     assert names == ["other", "vae-mnist"]
+
+
+def test_a_models_config_write_on_a_full_disk_leaves_the_old_file_whole(serving_copy):
+    """`serving pin` on a full disk used to leave models.config cut short (an in-place rewrite);
+    the write is now a temporary file renamed over it. Here the pin's write runs in its own
+    process with a file-size limit just above the old file's size."""
+    import resource
+
+    path = os.path.join(serving_copy, serving_layout.MODELS_CONFIG)
+    model_dir = os.path.join(serving_copy, "vae-mnist")
+    [version] = serving_layout.versions(model_dir)
+    with open(path) as f:
+        before = f.read()
+    limit = len(before.encode()) + 8  # the pinned file is longer than that
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    code = "import sys; from components import serving_layout; serving_layout.pin(sys.argv[1], int(sys.argv[2]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, model_dir, str(version)],
+        cwd=REPO,
+        preexec_fn=full_disk,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0 and "File too large" in done.stderr
+    with open(path) as f:
+        assert f.read() == before  # whole, as it was
+    assert sorted(os.listdir(serving_copy)) == sorted(["vae-mnist", serving_layout.MODELS_CONFIG])  # no temp left

@@ -244,3 +244,35 @@ def test_predict_prints_the_answer_in_every_mode(predict_targets, signature, cap
         assert len(full["predictions"]) == 2 and set(full["predictions"][0]) == expected
         answers[mode] = brief
     assert answers["REST"] == answers["in-process"] == answers["gRPC"]  # one model, one answer
+
+
+@pytest.mark.parametrize(
+    ("signature", "request_", "expected"),
+    [
+        ("encode", lambda images, examples: {"instances": images[:2].tolist()}, {"z_mean", "z_log_var"}),
+        ("decode", lambda images, examples: {"instances": [[0.5, -0.5], [0.0, 1.0]]}, None),  # one output: bare
+        ("generate", lambda images, examples: {"inputs": {"count": 2, "seed": 7}}, None),
+        ("transform_features", lambda images, examples: {"instances": examples[:2]}, {"pixels", "label"}),
+    ],
+)
+def test_predict_answers_every_other_signature_in_every_mode(
+    predict_targets, images, tmp_path, signature, request_, expected, capsys
+):
+    """The signatures that take no test images, through --request: brief and --full, each mode."""
+    from components.idx_example_gen import serialize_examples  # the pipeline's records, labels too
+
+    records = serialize_examples(images, np.zeros(len(images), np.int64))
+    examples = [{"b64": base64.b64encode(record).decode()} for record in records]
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"signature_name": signature, **request_(images, examples)}))
+    answers = {}
+    for mode, target in predict_targets.items():
+        assert cli.main(["predict", *target, "--request", str(request)]) == 0, mode
+        brief = capsys.readouterr().out.strip().splitlines()
+        rows = [json.loads(line) for line in brief]
+        assert rows and (set(rows[0]) == expected if expected else isinstance(rows[0], str | list)), (mode, rows)
+        assert cli.main(["predict", *target, "--request", str(request), "--full"]) == 0, mode
+        full = json.loads(capsys.readouterr().out)
+        assert set(full) & {"predictions", "outputs"}, (mode, full)
+        answers[mode] = brief
+    assert answers["REST"] == answers["in-process"] == answers["gRPC"]
