@@ -7,6 +7,7 @@ the pushed SavedModel (``--model-dir``), so what works against the files works a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -151,7 +152,7 @@ def predict_in_process(model_dir: str, request: dict) -> dict:
     import tensorflow as tf
 
     name = rest_dialect.signature_name(request)
-    model = tf.saved_model.load(latest_version_dir(model_dir))
+    model = _loaded(latest_version_dir(model_dir))
     if name not in model.signatures:
         raise rest_dialect.RequestError(_no_signature(name, model.signatures))
     signature = model.signatures[name]
@@ -169,6 +170,15 @@ def predict_in_process(model_dir: str, request: dict) -> dict:
     except UnicodeDecodeError:  # TF's parse error quotes the input, and Python cannot decode binary bytes
         raise rest_dialect.RequestError(f"signature {name!r}: could not parse the input as tf.Examples") from None
     return rest_dialect.response({k: v.numpy() for k, v in outputs.items()}, row_format)
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(version_dir: str):
+    """A SavedModel loaded once per process: a version directory never changes once published
+    (components/serving_layout.py), so a server answering many requests loads it once."""
+    import tensorflow as tf
+
+    return tf.saved_model.load(version_dir)
 
 
 def model_error(message: str) -> str:
