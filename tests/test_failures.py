@@ -66,7 +66,8 @@ def test_ctrl_c_during_a_run_is_one_line_exit_130_and_leaves_nothing_running(tmp
     output_dir = str(tmp_path / "outputs")
     shutil.copytree(small_run.output_dir, output_dir)
     command = [VAE_MNIST, "run", "--input-dir", small_mnist, "--output-dir", output_dir]
-    command += ["--preset", SMALL_RUN["preset"], "--set", "epochs=500"]  # a Trainer still training when stopped
+    # A Trainer still training when stopped: many epochs, and no early stopping to end them.
+    command += ["--preset", SMALL_RUN["preset"], "--set", "epochs=500", "--set", "early_stopping_patience=0"]
     run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in run.stdout:
         if "] Trainer ..." in line:
