@@ -493,11 +493,20 @@ EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
 _TELLING = re.compile(r"\[Errno \d+\][^\n'\"]*|No space left on device|File too large|Resource exhausted[^\n]*")
 
 
+# A foreign message's line can be a page long (Beam's usage text, a serialized proto); ours end in
+# the advice, so a cut keeps both ends.
+_LINE_CHARS = 600
+
+
 def _one_line(text: str) -> str:
-    """The line of an error message that names the problem."""
+    """The line of an error message that names the problem, its middle cut if it is too long."""
     lines = [line.strip() for line in text.splitlines() if line.strip()] or [text]
     telling = [line for line in lines if _TELLING.search(line)]
-    return (telling or lines)[0][:300]
+    line = (telling or lines)[0]
+    if len(line) <= _LINE_CHARS:
+        return line
+    half = (_LINE_CHARS - 5) // 2
+    return f"{line[:half]} ... {line[-half:]}"
 
 
 def _failure(err: BaseException) -> tuple[str, int] | None:

@@ -134,7 +134,8 @@ def test_a_rank_1_image_is_refused_with_the_shape_the_model_wants(small_run, tmp
 @pytest.fixture
 def serving_copy(small_run, tmp_path) -> str:
     """A copy of small_run's serving root (one pushed version and its models.config)."""
-    root = str(tmp_path / "serving")
+    # A deep path, as serving roots on shared volumes are: messages must keep their advice whole.
+    root = str(tmp_path / ("deep-" * 30) / "serving")
     shutil.copytree(small_run.serving_root, root)
     serving_layout.write_models_config(os.path.join(root, "vae-mnist"))
     return root
