@@ -9,17 +9,18 @@ wired to run only after it succeeds.
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tfx import v1 as tfx
 from tfx.components.example_validator.executor import DEFAULT_FILE_NAME
-from tfx.types import artifact_utils
+from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
+
+from components.tfx_dsl import InputArtifact, component
 
 
 class DataAnomaliesError(RuntimeError):
     """The data does not match the curated schema."""
 
 
-def load_anomalies(anomalies: tfx.types.standard_artifacts.ExampleAnomalies) -> dict[str, anomalies_pb2.Anomalies]:
+def load_anomalies(anomalies: standard_artifacts.ExampleAnomalies) -> dict[str, anomalies_pb2.Anomalies]:
     """Reads ExampleValidator's per-split SchemaDiff.pb files."""
     result = {}
     for split in artifact_utils.decode_split_names(anomalies.split_names):
@@ -43,8 +44,8 @@ def describe(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str
     return lines
 
 
-@tfx.dsl.components.component
-def DataGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]) -> None:  # noqa: N802
+@component
+def DataGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies]) -> None:  # noqa: N802
     """Raises DataAnomaliesError, failing the run, if any split has an anomaly."""
     problems = describe(load_anomalies(anomalies))
     if problems:

@@ -27,11 +27,11 @@ import logging
 import os
 
 import pandas as pd
-from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 
 from components.artifacts import DriftReport, ImageScores
 from components.span_scores import PREVIOUS_FILE, REPORT_FILE, SCORES_FILE, SUMMARIES, read_rows, write_file
+from components.tfx_dsl import InputArtifact, OutputArtifact, Parameter, component
 
 LABEL = "label"
 # Measured on MNIST spans (tests/test_drift.py, and the prototype in issue 13's notes): clean spans
@@ -112,12 +112,12 @@ def compare(current: pd.DataFrame, previous: pd.DataFrame, thresholds: dict[str,
     return sorted(comparisons, key=lambda c: features.index(c.feature))
 
 
-@tfx.dsl.components.component
+@component
 def DriftGate(  # noqa: N802
-    scores: tfx.dsl.components.InputArtifact[ImageScores],
-    report: tfx.dsl.components.OutputArtifact[DriftReport],
-    thresholds: tfx.dsl.components.Parameter[str],
-    accept_drift: tfx.dsl.components.Parameter[bool] = False,
+    scores: InputArtifact[ImageScores],
+    report: OutputArtifact[DriftReport],
+    thresholds: Parameter[str],
+    accept_drift: Parameter[bool] = False,
 ) -> None:
     """Raises DataDriftError, failing the run before training, if the span drifted (unless
     ``accept_drift``); ``thresholds`` is a JSON object {feature: threshold}."""

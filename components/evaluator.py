@@ -28,10 +28,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2  # TFMA 0.52 no longer exports every config proto
-from tfx import v1 as tfx
+from tfx.components.evaluator import component as tfx_evaluator_component
 from tfx.components.evaluator import executor as tfx_evaluator
 from tfx.dsl.components.base import executor_spec
-from tfx.types import artifact_utils, standard_component_specs
+from tfx.types import artifact, artifact_utils, standard_component_specs
 from tfx.utils import json_utils, path_utils, proto_utils
 
 from components.served_model import is_nothing_served
@@ -43,7 +43,7 @@ UNGATED_DIGITS_KEY = "ungated_digits"  # JSON {digit: eval images} of digits jud
 NOT_COMPARED_KEY = "not_compared"  # comma-separated scores the served model does not output
 
 
-def label_counts(examples: tfx.types.Artifact, splits: list[str]) -> np.ndarray:
+def label_counts(examples: artifact.Artifact, splits: list[str]) -> np.ndarray:
     """How many examples of each label the splits hold."""
     files = []
     for split in splits:
@@ -147,5 +147,5 @@ class Executor(tfx_evaluator.Executor):
         blessing.set_string_custom_property(NOT_COMPARED_KEY, ",".join(sorted(not_compared)) if baseline else "")
 
 
-class Evaluator(tfx.components.Evaluator):
+class Evaluator(tfx_evaluator_component.Evaluator):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)

@@ -10,15 +10,15 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from tfx import v1 as tfx
-from tfx.types import artifact_utils
+from tfx.types import artifact_utils, standard_artifacts
 
 from components.artifacts import Pictures
+from components.tfx_dsl import InputArtifact, OutputArtifact, Parameter, component
 from model import pictures
 from schema import IMAGE_KEY, LABEL_KEY, NUM_PIXELS
 
 
-def read_eval_examples(examples: tfx.types.standard_artifacts.Examples, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def read_eval_examples(examples: standard_artifacts.Examples, limit: int) -> tuple[np.ndarray, np.ndarray]:
     files = sorted(glob.glob(os.path.join(artifact_utils.get_split_uri([examples], "eval"), "*")))
     spec = {
         IMAGE_KEY: tf.io.FixedLenFeature([NUM_PIXELS], tf.int64),
@@ -32,12 +32,12 @@ def read_eval_examples(examples: tfx.types.standard_artifacts.Examples, limit: i
     return np.concatenate(images), np.concatenate(labels)
 
 
-@tfx.dsl.components.component
+@component
 def ModelPictures(  # noqa: N802
-    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    pictures_dir: tfx.dsl.components.OutputArtifact[Pictures],
-    max_images: tfx.dsl.components.Parameter[int] = 5000,
+    model: InputArtifact[standard_artifacts.Model],
+    examples: InputArtifact[standard_artifacts.Examples],
+    pictures_dir: OutputArtifact[Pictures],
+    max_images: Parameter[int] = 5000,
 ) -> None:
     """Draws reconstructions, prior samples, the latent manifold and a latent scatter."""
     images, labels = read_eval_examples(examples, max_images)

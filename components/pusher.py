@@ -24,7 +24,7 @@ model whose files equal the served version's is recorded as not pushed, with
 
 import logging
 
-from tfx import v1 as tfx
+from tfx.components.pusher import component as tfx_pusher_component
 from tfx.components.pusher import executor as tfx_pusher
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import pusher_pb2
@@ -79,5 +79,5 @@ class Executor(tfx_pusher.Executor):
                 logging.warning("models.config pins version %d, which does not exist: nothing is served", pinned)
 
 
-class Pusher(tfx.components.Pusher):
+class Pusher(tfx_pusher_component.Pusher):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)

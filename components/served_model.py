@@ -17,11 +17,11 @@ how every consumer (the Evaluator; later the warm start and the drift gate) tell
 
 import logging
 
-from tfx import v1 as tfx
 from tfx.types import artifact, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
 from components import serving_layout
+from components.tfx_dsl import OutputArtifact, Parameter, component
 
 SERVED_VERSION_KEY = "served_version"  # the version copied; 0: nothing is served
 SERVED_FROM_KEY = "served_from"
@@ -33,11 +33,11 @@ def is_nothing_served(model: artifact.Artifact) -> bool:
     return model.get_int_custom_property(SERVED_VERSION_KEY) == 0
 
 
-@tfx.dsl.components.component
+@component
 def ServedModel(  # noqa: N802
-    model: tfx.dsl.components.OutputArtifact[standard_artifacts.Model],
-    serving_model_dir: tfx.dsl.components.Parameter[str],
-    lookup_nonce: tfx.dsl.components.Parameter[str] = "",
+    model: OutputArtifact[standard_artifacts.Model],
+    serving_model_dir: Parameter[str],
+    lookup_nonce: Parameter[str] = "",
 ) -> None:
     """Copies the served version under ``serving_model_dir`` into ``model`` (the Trainer's layout,
     ``Format-Serving/``), or marks ``model`` empty when no version is served."""

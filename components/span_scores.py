@@ -26,7 +26,6 @@ import os
 
 import numpy as np
 import pandas as pd
-from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 
@@ -34,6 +33,7 @@ from components import datasets, spans
 from components.artifacts import ImageScores
 from components.idx_example_gen import SPANS_KEY, serialize_examples
 from components.served_model import SERVED_VERSION_KEY, is_nothing_served
+from components.tfx_dsl import InputArtifact, OutputArtifact, Parameter, component
 from schema import NUM_PIXELS
 
 SCORES_FILE, PREVIOUS_FILE, REPORT_FILE = "scores.parquet", "previous.parquet", "report.json"
@@ -175,13 +175,13 @@ def report(rows: pd.DataFrame, images: np.ndarray, output_dir: str) -> dict:
     return figures
 
 
-@tfx.dsl.components.component
+@component
 def SpanScores(  # noqa: N802
-    examples: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
-    served_model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
-    scores: tfx.dsl.components.OutputArtifact[ImageScores],
-    input_base: tfx.dsl.components.Parameter[str],
-    dataset: tfx.dsl.components.Parameter[str],
+    examples: InputArtifact[standard_artifacts.Examples],
+    served_model: InputArtifact[standard_artifacts.Model],
+    scores: OutputArtifact[ImageScores],
+    input_base: Parameter[str],
+    dataset: Parameter[str],
 ) -> None:
     """Scores the span ExampleGen ingested (and its predecessor, as the drift reference) with the
     served model, and writes the rows, the report and the pictures into ``scores``."""

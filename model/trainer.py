@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs  # not tfx.v1: components/tfx_dsl.py says why
 from tfx_bsl.public import tfxio
 
 from model import anomaly
@@ -104,7 +104,7 @@ def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def input_datasets(fn_args: tfx.components.FnArgs, tf_transform_output, config: VaeConfig):
+def input_datasets(fn_args: FnArgs, tf_transform_output, config: VaeConfig):
     """(train, validation, steps_per_epoch, examples_per_epoch): batched datasets of transformed
     pixels (x / 255). ``fn_args.eval_files`` is the validation split (the pipeline's EvalArgs), never the
     eval split the Evaluator judges on."""
@@ -229,7 +229,7 @@ def warmup_images(evaluation: tf.data.Dataset, count: int = 8) -> np.ndarray:
     return np.rint(pixels * 255).astype(np.int64)
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     config = VaeConfig.from_dict((fn_args.custom_config or {}).get("vae", {}))
     logging.info("Training with %s", config)
     keras.utils.set_random_seed(config.seed)

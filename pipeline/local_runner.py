@@ -29,7 +29,9 @@ import pipeline  # noqa: E402,F401  (first: quiets import-time noise before TF l
 
 # isort: on
 from absl import logging as absl_logging  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
+from tfx.orchestration import metadata  # noqa: E402
+from tfx.orchestration import pipeline as tfx_pipeline  # noqa: E402
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
 
 from components import object_store  # noqa: E402
 from pipeline.beam import check_beam_args  # noqa: E402
@@ -55,12 +57,12 @@ def preflight(config: PipelineConfig) -> None:
             object_store.check_access(path)
 
 
-def local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def local_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     preflight(config)
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
     return create_pipeline(
         config,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path),
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(config.metadata_path),
     )
 
 
@@ -86,11 +88,11 @@ def run_locally(config: PipelineConfig, progress: TextIO | None = sys.stdout) ->
     table of the run at the end, also when a component fails (its error then propagates, naming
     the component: ``failed_component``; ``last_run`` reads what was recorded). Ctrl-C raises
     RunInterrupted after recording the interrupted executions as canceled."""
-    tfx_pipeline = local_pipeline(config)
-    watching = ConsoleProgress(len(tfx_pipeline.components), progress)
+    dag = local_pipeline(config)
+    watching = ConsoleProgress(len(dag.components), progress)
     try:
         with watching:
-            tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
+            LocalDagRunner().run(dag)
     except KeyboardInterrupt:
         mark_interrupted(config.metadata_path, config.pipeline_name)
         raise RunInterrupted(watching.running or "the start") from None
@@ -170,7 +172,7 @@ def _main() -> None:
     except (ValueError, OSError) as err:
         sys.exit(f"{os.path.basename(__file__)}: error: {err}")
     with output_dir_lock(config.output_dir):
-        tfx.orchestration.LocalDagRunner().run(local_pipeline(config))  # the tfx CLI records this call
+        LocalDagRunner().run(local_pipeline(config))  # the tfx CLI records this call
 
 
 if __name__ == "__main__":

@@ -6,7 +6,12 @@ import json
 import uuid
 
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
+
+# Not `from tfx import v1 as tfx`: components/tfx_dsl.py says why.
+from tfx.components import ExampleValidator, StatisticsGen, Trainer, Transform
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.proto import pusher_pb2, trainer_pb2
 
 from components.data_gate import DataGate
 from components.drift_gate import DriftGate
@@ -24,7 +29,7 @@ def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
     kubeflow_run_id: str | None = None,
-) -> tfx.dsl.Pipeline:
+) -> tfx_pipeline.Pipeline:
     """ExampleGen (train, valid, eval) -> StatisticsGen + curated schema -> ExampleValidator -> DataGate,
     and ServedModel (the model served now) -> SpanScores (the new span scored by it) -> DriftGate;
     both gates -> Transform -> Trainer (warm from the served model, if asked) -> Evaluator (against
@@ -46,13 +51,13 @@ def create_pipeline(
         # Locally TFX's driver finds new spans; Kubeflow's cache needs the run's id to miss.
         run_nonce=kubeflow_run_id if config.reads_spans else None,
     )
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_file)
-    example_validator = tfx.components.ExampleValidator(
+    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_importer = ImportSchemaGen(schema_file=config.schema_file)
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"]
     )
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"])
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_importer.outputs["schema"],
         preprocessing_fn="model.features.preprocessing_fn",
@@ -81,14 +86,14 @@ def create_pipeline(
     transform.add_upstream_node(data_gate)
     transform.add_upstream_node(drift_gate)
     warm_start = {"base_model": served_model.outputs["model"]} if config.warm_start else {}
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         run_fn="model.trainer.run_fn",
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_importer.outputs["schema"],
         # Model selection on the validation split; the eval split is the Evaluator's alone.
-        train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]),
-        eval_args=tfx.proto.EvalArgs(splits=[VALIDATION_SPLIT]),
+        train_args=trainer_pb2.TrainArgs(splits=[TRAIN_SPLIT]),
+        eval_args=trainer_pb2.EvalArgs(splits=[VALIDATION_SPLIT]),
         custom_config={"vae": config.vae.to_dict(), "warm_start": config.warm_start},
         **warm_start,
     )
@@ -108,12 +113,12 @@ def create_pipeline(
     pusher = Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir)
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_model_dir)
         ),
     )
 
-    return tfx.dsl.Pipeline(
+    return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[
