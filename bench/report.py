@@ -368,7 +368,32 @@ architectures measured over ten digits (one conv `latent2` model takes about an 
 Budget: the preset's schedule capped at 20 epochs per model so that the ten fit in half an hour on
 2 cores (`--set epochs=20`); `--fast` (10,000 images, 10 epochs) runs in about ten minutes."""
 
-ANOMALY_TARGET = (0.90, 0.70)  # the served score's mean and lowest AUROC over the ten held-out digits
+ANOMALY_TARGET = (0.90, 0.75)  # the served score's mean and lowest AUROC over the ten held-out digits (issue 28)
+
+LATENT_NOTES = """\
+Scores beyond reconstruction (issue 28, in progress; `--fast` only so far, three seeds for `quality`):
+
+- `latent_mixture_nll`: -log p(z_mean) under a Gaussian mixture fitted to the training images'
+  codes (model/latent_mixture.py), its size (10, 20 or 40 components) chosen by the likelihood of
+  half the validation images' codes. A code between the digit clusters is unlikely under the
+  mixture however well the image reconstructs. With a 2-D latent space the held-out digit's codes
+  land inside the clusters of the digits it resembles (mean 0.37: below chance); with the 20-D `quality`
+  network they do not, and it is the best score measured (per-candidate table below). It misses
+  far anomalies (Fashion-MNIST 0.86): clothes are encoded near digit clusters, and reconstruct badly.
+- Fixed sizes, the same seed-0 models: 10 components 0.856 mean / 0.709 lowest, 20: 0.899 / 0.861, 50: 0.906 /
+  0.773 (more components overfit 20-D full covariances). These were read on test images, so they
+  only explain why the size is chosen on validation codes, not what is served.
+- `mixture_elbo` / `mixture_excess`: the -ELBO with the mixture as prior (and beyond the entropy
+  floor). The reconstruction term dominates them, so they rank like `neg_elbo` / `excess_nats`.
+- Fusions of `excess_nats` (catches what reconstructs badly) and `latent_mixture_nll` (what lies
+  off the clusters), each against half the validation images: `fisher` (-sum log of conformal
+  p-values), `max_z` and `sum_z` (robust z-scores; unlike p-values they do not saturate at 1/(n+1),
+  so a far anomaly stays far ahead). `max_z`: 0.897 mean, 0.774 lowest, Fashion-MNIST 0.982, short
+  of the 0.99 the far check asks; `latent_mixture_nll` alone: 0.910, 0.845 (seed spread 0.005-0.022).
+
+Not yet done: three seeds on the full data (one `quality` model takes minutes on 2 cores: about 75
+minutes for 30), the likelihood ratio against a background model, serving the chosen score with
+its p-value (`anomaly_p_value`), and the default preset's choice."""
 
 
 def anomaly_presets_section(history: list[dict]) -> list[str]:
@@ -391,12 +416,13 @@ def anomaly_presets_section(history: list[dict]) -> list[str]:
             if any(r["preset"] == "latent2" for r in newest.values())
             else ""
         )
-        + "): the served score's AUROC over the ten held-out digits, and the raw -ELBO's for comparison; "
+        + "): the served score's AUROC over the ten held-out digits (the mean over seeds, one model per digit "
+        "and seed), and the raw -ELBO's for comparison; "
         "Fashion-MNIST where Debian's dataset-fashion-mnist was installed.",
         "",
-        "| preset | latent | served mean | served lowest (digit) | served on Fashion-MNIST | -ELBO mean "
-        "| -ELBO lowest | training minutes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| preset | latent | seeds | served mean | served lowest (digit) | served on Fashion-MNIST | -ELBO mean "
+        "| -ELBO lowest | training minutes per seed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, r in sorted(newest.items(), key=lambda item: -item[1]["summary"][item[1]["served"]]["mean"]):
         served, raw = r["summary"][r["served"]], r["summary"]["neg_elbo"]
@@ -404,11 +430,31 @@ def anomaly_presets_section(history: list[dict]) -> list[str]:
         minutes = sum(d["train_seconds"] for d in r["per_digit"].values()) / 60
         fashion = f"{served['fashion_mean']:.3f}" if "fashion_mean" in served else "-"
         lines.append(
-            f"| `{label}` | {r['config']['latent_dim']} | {served['mean']:.3f} | {served['min']:.3f} ({lowest}) "
+            f"| `{label}` | {r['config']['latent_dim']} | {r.get('seeds', 1)} | {served['mean']:.3f} "
+            f"| {served['min']:.3f} ({lowest}) "
             f"| {fashion} | {raw['mean']:.3f} "
             f"| {raw['min']:.3f} | {minutes:.0f} |"
         )
-    return lines + ["", f"Measured {machine_line(max(newest.values(), key=lambda r: r['when']))}."]
+    lines += ["", f"Measured {machine_line(max(newest.values(), key=lambda r: r['when']))}."]
+    # Every candidate of the newest fast runs that measured them all (mean, lowest, Fashion-MNIST).
+    measured = {label: r for label, r in newest.items() if "latent_mixture_nll" in r["summary"]}
+    if measured:
+        labels = sorted(measured)
+        lines += [
+            "",
+            LATENT_NOTES,
+            "",
+            "| score | " + " | ".join(f"`{label}`: mean / lowest / Fashion-MNIST" for label in labels) + " |",
+            "| --- " * (len(labels) + 1) + "|",
+        ]
+        for name in measured[labels[0]]["summary"]:
+            cells = []
+            for label in labels:
+                figures = measured[label]["summary"].get(name)
+                far = f" / {figures['fashion_mean']:.3f}" if figures and "fashion_mean" in figures else ""
+                cells.append(f"{figures['mean']:.3f} / {figures['min']:.3f}{far}" if figures else "-")
+            lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def anomaly_section(result: dict | None) -> list[str]:

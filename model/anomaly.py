@@ -21,11 +21,20 @@ Every candidate is in nats per image, computed by the model's own encoder and de
   validation split by least squares (about 3): how much worse the image is than normal images of
   its complexity. It ranks held-out digits better, but a fitted slope above 1 rewards complexity
   itself, and another dataset with more grey (Fashion-MNIST) then looks normal;
-- ``latent_nll``: how unlikely the code is under the prior, |z_mean|^2 / 2.
+- ``latent_nll``: how unlikely the code is under the prior, |z_mean|^2 / 2;
+- ``latent_mixture_nll``: how unlikely the code is where the training codes lie: -log p(z_mean)
+  under a Gaussian mixture fitted to them (model/latent_mixture.py);
+- ``mixture_elbo``: the -ELBO with that mixture as the prior instead of N(0, I) (its KL term as
+  E_q[log q(z|x)] - log p_mix(z_mean)); ``mixture_excess``: the same beyond the entropy floor;
+- ``fisher``: the ``FUSED`` scores combined, each turned into its conformal p-value against half
+  the validation images, -sum log p (Fisher's statistic, up to a factor 2): an image must look
+  normal to every score to look normal.
 
 ``calibrate`` sets the threshold on the validation split after training; it is stored in the
 exported model.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import math
@@ -33,6 +42,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from model.latent_mixture import LatentMixture
 from model.losses import kl_nats, reconstruction_nats
 from schema import IMAGE_SIDE
 
@@ -45,7 +55,17 @@ CANDIDATES = (
     "excess_nats",
     "complexity_residual",
     "latent_nll",
+    "latent_mixture_nll",
+    "mixture_elbo",
+    "mixture_excess",
+    "fisher",
+    "max_z",
+    "sum_z",
 )
+# Needs a fitted Reference (training codes and validation scores).
+REFERENCE_CANDIDATES = ("latent_mixture_nll", "mixture_elbo", "mixture_excess", "fisher", "max_z", "sum_z")
+FUSIONS = ("fisher", "max_z", "sum_z")
+FUSED = ("excess_nats", "latent_mixture_nll")
 # Served as anomaly_score: the best measured candidate that also catches another dataset (BENCHMARKS.md).
 SERVED = "excess_nats"
 _BATCH = 1000
@@ -131,27 +151,95 @@ def complexity_slope(encoder, decoder, validation: np.ndarray) -> float:
     return float(np.polyfit(floor, neg_elbo, 1)[0])
 
 
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """What some candidates compare an image with, fitted after training: the complexity slope,
+    the mixture over the training codes, and each ``FUSED`` score of half the validation images,
+    sorted (the other half is left for calibrating the fused score)."""
+
+    slope: float
+    mixture: LatentMixture | None = None
+    validation_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+def fit_reference(encoder, decoder, training: np.ndarray, validation: np.ndarray, seed: int = 0) -> Reference:
+    """The Reference for pixels ([n, 784] in [0, 1]) of training and validation images: the mixture
+    fitted to the training codes and chosen on half the validation images, whose ``FUSED`` scores
+    are the references; the other half is left for calibration."""
+
+    def codes(pixels: np.ndarray) -> np.ndarray:
+        parts = [
+            encoder(tf.constant(pixels[i : i + _BATCH], tf.float32), training=False)[0].numpy()
+            for i in range(0, len(pixels), _BATCH)
+        ]
+        return np.concatenate(parts)
+
+    half = validation[0::2]
+    mixture = LatentMixture.fit(codes(training), codes(half), seed=seed)
+    base = Reference(complexity_slope(encoder, decoder, validation), mixture)
+    scores = candidate_scores(encoder, decoder, half, base, FUSED)
+    return dataclasses.replace(base, validation_scores={name: np.sort(scores[name]) for name in FUSED})
+
+
+def conformal_p_value(reference_sorted: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The share of reference scores at least as high as each score, (1 + count) / (1 + n): the
+    conformal p-value, valid for an image exchangeable with the reference images."""
+    at_least = len(reference_sorted) - np.searchsorted(reference_sorted, scores, side="left")
+    return (1.0 + at_least) / (1.0 + len(reference_sorted))
+
+
+def _batch_scores(encoder, decoder, batch: tf.Tensor, reference: Reference, wanted: set[str]) -> dict[str, tf.Tensor]:
+    z_mean, z_log_var = encoder(batch, training=False)
+    reconstruction = reconstruction_nats(batch, decoder(z_mean, training=False))
+    neg_elbo = reconstruction + kl_nats(z_mean, z_log_var)
+    floor = entropy_floor(batch)
+    scores = {
+        "neg_elbo": neg_elbo,
+        "reconstruction_error": reconstruction,
+        "excess_nats": neg_elbo - floor,
+        "complexity_residual": neg_elbo - reference.slope * floor,
+        "latent_nll": 0.5 * tf.reduce_sum(tf.square(z_mean), axis=-1),
+    }
+    if wanted & {"latent_mixture_nll", "mixture_elbo", "mixture_excess"}:
+        scores["latent_mixture_nll"] = reference.mixture.nll(z_mean)
+        # E_q[log q(z|x)] for a diagonal Gaussian: minus its entropy.
+        neg_entropy = -0.5 * tf.reduce_sum(1.0 + math.log(2.0 * math.pi) + z_log_var, axis=-1)
+        scores["mixture_elbo"] = reconstruction + neg_entropy + scores["latent_mixture_nll"]
+        scores["mixture_excess"] = scores["mixture_elbo"] - floor
+    if wanted & {"iw_nll", "png_corrected"}:
+        scores["iw_nll"] = iw_nll(encoder, decoder, batch)
+        scores["png_corrected"] = scores["iw_nll"] - png_nats(batch)
+    return scores
+
+
+def robust_z(reference_sorted: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Scores in units of the reference's spread: (score - median) / (interquartile range / 1.349),
+    the standard deviation of a normal with that range. Unlike a p-value it does not saturate, so an
+    image far beyond every reference image stays far ahead of one just beyond them."""
+    low, median, high = np.quantile(reference_sorted, [0.25, 0.5, 0.75])
+    return (scores - median) / ((high - low) / 1.349)
+
+
 def candidate_scores(
-    encoder, decoder, pixels: np.ndarray, slope: float, names: tuple[str, ...] = CANDIDATES
+    encoder, decoder, pixels: np.ndarray, reference: Reference, names: tuple[str, ...] = CANDIDATES
 ) -> dict[str, np.ndarray]:
-    """The ``names`` candidate scores of ``pixels`` ([N, 784] in [0, 1]), each [N] in nats;
-    ``slope`` is ``complexity_slope``'s. The importance-weighted ones decode ``IW_SAMPLES`` times
-    per image: leave them out to compare larger networks in minutes."""
-    parts: dict[str, list] = {name: [] for name in names}
+    """The ``names`` candidate scores of ``pixels`` ([N, 784] in [0, 1]), each [N] in nats (``fisher``:
+    in -log p). The importance-weighted ones decode ``IW_SAMPLES`` times per image: leave them out
+    to compare larger networks in minutes."""
+    wanted = set(names) | (set(FUSED) if set(FUSIONS) & set(names) else set())
+    parts: dict[str, list] = {name: [] for name in wanted - set(FUSIONS)}
     for start in range(0, len(pixels), _BATCH):
-        batch = tf.constant(pixels[start : start + _BATCH], tf.float32)
-        neg_elbo, reconstruction, z_mean = _neg_elbo(encoder, decoder, batch)
-        floor = entropy_floor(batch)
-        scores = {
-            "neg_elbo": neg_elbo,
-            "reconstruction_error": reconstruction,
-            "excess_nats": anomaly_score(neg_elbo, batch),
-            "complexity_residual": neg_elbo - slope * floor,
-            "latent_nll": 0.5 * tf.reduce_sum(tf.square(z_mean), axis=-1),
-        }
-        if {"iw_nll", "png_corrected"} & set(names):
-            scores["iw_nll"] = iw_nll(encoder, decoder, batch)
-            scores["png_corrected"] = scores["iw_nll"] - png_nats(batch)
-        for name in names:
+        scores = _batch_scores(
+            encoder, decoder, tf.constant(pixels[start : start + _BATCH], tf.float32), reference, wanted
+        )
+        for name in parts:
             parts[name].append(scores[name].numpy())
-    return {name: np.concatenate(values) for name, values in parts.items()}
+    result = {name: np.concatenate(values) for name, values in parts.items()}
+    if "fisher" in names:
+        result["fisher"] = -sum(
+            np.log(conformal_p_value(reference.validation_scores[name], result[name])) for name in FUSED
+        )
+    if {"max_z", "sum_z"} & set(names):
+        z = np.stack([robust_z(reference.validation_scores[name], result[name]) for name in FUSED])
+        result["max_z"], result["sum_z"] = z.max(axis=0), z.sum(axis=0)
+    return {name: result[name] for name in names}

@@ -61,7 +61,9 @@ def served(model, images: np.ndarray) -> dict[str, np.ndarray]:
 def test_the_served_score_is_the_benchmarks(scored_model, mnist_arrays):
     vae, calibration, model, export_dir = scored_model
     images = mnist_arrays["eval"][0][:1000].reshape(-1, 784)
-    benchmark = anomaly.candidate_scores(vae.encoder, vae.decoder, images / 255.0, slope=1.0)
+    benchmark = anomaly.candidate_scores(
+        vae.encoder, vae.decoder, images / 255.0, anomaly.Reference(slope=1.0), (anomaly.SERVED,)
+    )
     outputs = served(model, images)
     np.testing.assert_allclose(outputs["anomaly_score"], benchmark[anomaly.SERVED], rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(outputs["is_anomaly"], benchmark[anomaly.SERVED] > calibration.threshold)
@@ -99,3 +101,35 @@ def test_auroc_is_the_chance_a_positive_outscores_a_negative():
     assert auroc(np.array([4.0, 3.0, 2.0, 1.0]), positive) == 0.0
     assert auroc(np.array([1.0, 3.0, 2.0, 4.0]), positive) == 0.75
     assert auroc(np.ones(4), positive) == 0.5
+
+
+def test_the_latent_mixture_density_is_scikit_learns_and_its_size_is_chosen_on_held_out_codes():
+    """The mixture's -log p(z), computed in TensorFlow (as a SavedModel would serve it), is the one
+    scikit-learn fitted; of the sizes tried, the held-out codes choose."""
+    from sklearn.mixture import GaussianMixture
+
+    from model.latent_mixture import COMPONENT_CHOICES, LatentMixture
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 6, (12, 3))
+    codes = centres[rng.integers(0, 12, 6000)] + rng.normal(0, 0.5, (6000, 3))
+    held_out = centres[rng.integers(0, 12, 2000)] + rng.normal(0, 0.5, (2000, 3))
+    mixture = LatentMixture.fit(codes, held_out, seed=0)
+    assert len(mixture.weights) in COMPONENT_CHOICES
+    reference = GaussianMixture(len(mixture.weights), covariance_type="full", reg_covar=1e-4, random_state=0)
+    reference.fit(codes)
+    probe = held_out[:500].astype(np.float32)
+    np.testing.assert_allclose(mixture.nll(tf.constant(probe)).numpy(), -reference.score_samples(probe), rtol=1e-3)
+    far = mixture.nll(tf.constant(np.full((1, 3), 40.0, np.float32))).numpy()[0]
+    assert far > -reference.score_samples(probe).max() + 100  # a code off every cluster is unlikely
+
+
+def test_conformal_p_values_of_normal_images_are_uniform():
+    """The share of exchangeable scores with p <= a is about a: within the spread the reference
+    set's own sampling gives it (binomial, n = 5,000)."""
+    rng = np.random.default_rng(1)
+    reference = np.sort(rng.normal(size=5000))
+    p = anomaly.conformal_p_value(reference, rng.normal(size=200_000))
+    for a in (0.01, 0.05, 0.2):
+        assert abs((p <= a).mean() - a) <= 4 * np.sqrt(a * (1 - a) / 5000), a
+    assert anomaly.conformal_p_value(reference, np.array([1e9]))[0] == 1 / 5001
