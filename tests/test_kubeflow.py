@@ -266,6 +266,19 @@ def _requirement_closure(distribution: str) -> set[str]:
     return closure
 
 
+def _import_owners() -> dict[str, list[str]]:
+    """Top-level import name -> the distributions that install it. Python 3.10's
+    packages_distributions reads only top_level.txt, which wheels built with meson (scikit-learn,
+    NumPy 2) no longer ship; the files a distribution installed say it too (Python 3.11+ infers so)."""
+    owners = {name: list(dists) for name, dists in importlib.metadata.packages_distributions().items()}
+    for dist in importlib.metadata.distributions():
+        for path in dist.files or []:
+            top = path.parts[0] if len(path.parts) > 1 else path.name.removesuffix(".py")
+            if top.isidentifier() and dist.metadata["Name"] not in owners.setdefault(top, []):
+                owners[top].append(dist.metadata["Name"])
+    return owners
+
+
 def test_the_images_import_check_covers_every_module_the_spec_runs(compiled, tmp_path):
     _, documents, _, _ = compiled
     with open(os.path.join(REPO, "kubeflow", "Dockerfile")) as f:
@@ -284,7 +297,7 @@ def test_the_images_import_check_covers_every_module_the_spec_runs(compiled, tmp
         )
     )
     in_base_image = _requirement_closure("tfx")
-    distributions = importlib.metadata.packages_distributions()
+    distributions = _import_owners()
     for top in third_party_imports(needed):
         owners = {re.sub(r"[-_.]+", "-", d).lower() for d in distributions.get(top, [top])}
         assert owners & (in_base_image | installed_by_dockerfile), (
