@@ -57,6 +57,7 @@ def trained_without(config, digit: int, seen, valid, run_dir: str, retrain: bool
     ``retrain`` ignores what is kept."""
     import tf_keras as keras
 
+    from components import object_store
     from model.trainer import training_callbacks
     from model.vae import build_vae
 
@@ -81,8 +82,10 @@ def trained_without(config, digit: int, seen, valid, run_dir: str, retrain: bool
     seconds = time.perf_counter() - started
     os.makedirs(os.path.dirname(kept), exist_ok=True)
     vae.save_weights(kept + ".weights.h5")
-    with open(kept + ".json", "w") as f:
-        json.dump({"train_seconds": seconds, "config": config.to_dict()}, f)
+    # Written last and whole: its presence says the weights beside it are complete.
+    object_store.write_text_atomically(
+        kept + ".json", json.dumps({"train_seconds": seconds, "config": config.to_dict()})
+    )
     return vae, seconds
 
 
@@ -117,8 +120,8 @@ def held_out_run(config, digit: int, train, validation, test, fashion, run_dir: 
 
 
 def mean_over_seeds(runs: list[dict]):
-    """Each number of the runs' results averaged over the seeds (``spread``: the AUROCs' standard
-    deviation), in the shape of one run's result."""
+    """Each number of the runs' results averaged over the seeds, in the shape of one run's result,
+    with ``auroc_spread``: each AUROC's standard deviation over the seeds."""
 
     def mean(values):
         if isinstance(values[0], dict):

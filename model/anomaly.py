@@ -28,7 +28,8 @@ Every candidate is in nats per image, computed by the model's own encoder and de
   E_q[log q(z|x)] - log p_mix(z_mean)); ``mixture_excess``: the same beyond the entropy floor;
 - ``fisher``: the ``FUSED`` scores combined, each turned into its conformal p-value against half
   the validation images, -sum log p (Fisher's statistic, up to a factor 2): an image must look
-  normal to every score to look normal.
+  normal to every score to look normal; ``max_z`` and ``sum_z``: the same scores as robust
+  z-scores against that half (``robust_z``), their maximum and their sum.
 
 ``calibrate`` sets the threshold on the validation split after training; it is stored in the
 exported model.
@@ -62,8 +63,6 @@ CANDIDATES = (
     "max_z",
     "sum_z",
 )
-# Needs a fitted Reference (training codes and validation scores).
-REFERENCE_CANDIDATES = ("latent_mixture_nll", "mixture_elbo", "mixture_excess", "fisher", "max_z", "sum_z")
 FUSIONS = ("fisher", "max_z", "sum_z")
 FUSED = ("excess_nats", "latent_mixture_nll")
 # Served as anomaly_score: the best measured candidate that also catches another dataset (BENCHMARKS.md).
@@ -122,10 +121,11 @@ def anomaly_score(neg_elbo: tf.Tensor, pixels: tf.Tensor) -> tf.Tensor:
     return neg_elbo - entropy_floor(pixels)
 
 
-def _neg_elbo(encoder, decoder, pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def _neg_elbo(encoder, decoder, pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(-ELBO, its reconstruction term, z_mean, z_log_var) at the posterior mean."""
     z_mean, z_log_var = encoder(pixels, training=False)
     reconstruction = reconstruction_nats(pixels, decoder(z_mean, training=False))
-    return reconstruction + kl_nats(z_mean, z_log_var), reconstruction, z_mean
+    return reconstruction + kl_nats(z_mean, z_log_var), reconstruction, z_mean, z_log_var
 
 
 def _neg_elbo_and_floor(encoder, decoder, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,9 +189,7 @@ def conformal_p_value(reference_sorted: np.ndarray, scores: np.ndarray) -> np.nd
 
 
 def _batch_scores(encoder, decoder, batch: tf.Tensor, reference: Reference, wanted: set[str]) -> dict[str, tf.Tensor]:
-    z_mean, z_log_var = encoder(batch, training=False)
-    reconstruction = reconstruction_nats(batch, decoder(z_mean, training=False))
-    neg_elbo = reconstruction + kl_nats(z_mean, z_log_var)
+    neg_elbo, reconstruction, z_mean, z_log_var = _neg_elbo(encoder, decoder, batch)
     floor = entropy_floor(batch)
     scores = {
         "neg_elbo": neg_elbo,
