@@ -3,9 +3,10 @@
 A likelihood alone is a poor anomaly score: it tracks how complex an image is more than how
 familiar. A 1 the model never saw costs fewer nats than a familiar 8, because a 1 is mostly
 background. ``bench/anomaly_auroc.py`` measures each candidate below over ten held-out digits
-(BENCHMARKS.md has the table); the serving signatures return ``SERVED`` as ``anomaly_score``.
+(BENCHMARKS.md has the table); the serving signatures return ``SERVED`` as ``anomaly_score``
+(model/detector.py computes it in the SavedModel; this module only measures).
 
-Every candidate is in nats per image, computed by the model's own encoder and decoder:
+Every candidate but the fusions is in nats per image, computed by the model's own encoder and decoder:
 
 - ``neg_elbo``: the negative ELBO at the posterior mean (what the Evaluator bounds);
 - ``reconstruction_error``: its reconstruction term alone;
@@ -16,7 +17,7 @@ Every candidate is in nats per image, computed by the model's own encoder and de
 - ``excess_nats``: -ELBO minus the grey-level entropy floor sum_i H(x_i), the least BCE any model
   reaches on x (grey edge pixels cost nats to every model). What is left is the sum over pixels of
   KL(Bernoulli(x_i) || Bernoulli(p_i)): the nats the model loses beyond what the image itself
-  forces. The correction is in the BCE's own units, so nothing mixes. Served as ``anomaly_score``;
+  forces. The correction is in the BCE's own units, so nothing mixes. Served until issue 28;
 - ``complexity_residual``: -ELBO minus ``slope`` times that floor, the slope fitted on the
   validation split by least squares (about 3): how much worse the image is than normal images of
   its complexity. It ranks held-out digits better, but a fitted slope above 1 rewards complexity
@@ -26,13 +27,14 @@ Every candidate is in nats per image, computed by the model's own encoder and de
   under a Gaussian mixture fitted to them (model/latent_mixture.py);
 - ``mixture_elbo``: the -ELBO with that mixture as the prior instead of N(0, I) (its KL term as
   E_q[log q(z|x)] - log p_mix(z_mean)); ``mixture_excess``: the same beyond the entropy floor;
-- ``fisher``: the ``FUSED`` scores combined, each turned into its conformal p-value against half
-  the validation images, -sum log p (Fisher's statistic, up to a factor 2): an image must look
-  normal to every score to look normal; ``max_z`` and ``sum_z``: the same scores as robust
-  z-scores against that half (``robust_z``), their maximum and their sum.
-
-``calibrate`` sets the threshold on the validation split after training; it is stored in the
-exported model.
+- ``likelihood_ratio``: Ren et al. (NeurIPS 2019), -ELBO minus the -ELBO of a background model,
+  the same network trained on the training images with a share of their pixels replaced by noise
+  (bench/anomaly_auroc.py trains it with ``--background``). What both models explain, such as the
+  background and the stroke statistics, cancels; what only the digits teach remains;
+- ``max_z``: the served ``anomaly_score`` (model/detector.py): the larger of the ``FUSED`` scores'
+  robust z-scores against half the validation images; ``sum_z``: their sum; ``fisher``: each
+  turned into its conformal p-value against that half, -sum log p (Fisher's statistic, up to a
+  factor 2): p-values saturate at 1/(n+1), so far anomalies tie.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from model.latent_mixture import LatentMixture
+from model import detector as detectors
 from model.losses import kl_nats, reconstruction_nats
 from schema import IMAGE_SIDE
 
@@ -59,28 +61,16 @@ CANDIDATES = (
     "latent_mixture_nll",
     "mixture_elbo",
     "mixture_excess",
+    "likelihood_ratio",
     "fisher",
     "max_z",
     "sum_z",
 )
 FUSIONS = ("fisher", "max_z", "sum_z")
-FUSED = ("excess_nats", "latent_mixture_nll")
-# Served as anomaly_score: the best measured candidate that also catches another dataset (BENCHMARKS.md).
-SERVED = "excess_nats"
+# Served as anomaly_score (model/detector.py): the best measured candidate that also catches
+# another dataset (BENCHMARKS.md).
+SERVED = "max_z"
 _BATCH = 1000
-
-
-@dataclasses.dataclass(frozen=True)
-class Calibration:
-    """The threshold above which the served score flags an anomaly: ``false_positive_rate`` of the
-    ``images`` validation images lie above it."""
-
-    threshold: float
-    false_positive_rate: float
-    images: int
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def entropy_floor(pixels: tf.Tensor) -> tf.Tensor:
@@ -116,11 +106,6 @@ def iw_nll(encoder, decoder, pixels: tf.Tensor, samples: int = IW_SAMPLES, seed:
     return -(tf.reduce_logsumexp(log_px_z + log_pz - log_qz, axis=0) - math.log(samples))
 
 
-def anomaly_score(neg_elbo: tf.Tensor, pixels: tf.Tensor) -> tf.Tensor:
-    """The served score (``excess_nats``): the -ELBO beyond the image's grey-level entropy floor."""
-    return neg_elbo - entropy_floor(pixels)
-
-
 def _neg_elbo(encoder, decoder, pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """(-ELBO, its reconstruction term, z_mean, z_log_var) at the posterior mean."""
     z_mean, z_log_var = encoder(pixels, training=False)
@@ -128,64 +113,35 @@ def _neg_elbo(encoder, decoder, pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor
     return reconstruction + kl_nats(z_mean, z_log_var), reconstruction, z_mean, z_log_var
 
 
-def _neg_elbo_and_floor(encoder, decoder, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    neg_elbo, floor = [], []
-    for start in range(0, len(pixels), _BATCH):
-        batch = tf.constant(pixels[start : start + _BATCH], tf.float32)
-        neg_elbo.append(_neg_elbo(encoder, decoder, batch)[0].numpy())
-        floor.append(entropy_floor(batch).numpy())
-    return np.concatenate(neg_elbo), np.concatenate(floor)
-
-
-def calibrate(encoder, decoder, validation: np.ndarray, false_positive_rate: float) -> Calibration:
-    """The threshold that flags ``false_positive_rate`` of the validation pixels ([n, 784] in [0, 1])."""
-    neg_elbo, floor = _neg_elbo_and_floor(encoder, decoder, validation)
-    threshold = float(np.quantile(neg_elbo - floor, 1.0 - false_positive_rate, method="higher"))
-    return Calibration(threshold, false_positive_rate, len(validation))
-
-
 def complexity_slope(encoder, decoder, validation: np.ndarray) -> float:
     """The least-squares slope of -ELBO on the entropy floor over validation pixels (for
     ``complexity_residual``)."""
-    neg_elbo, floor = _neg_elbo_and_floor(encoder, decoder, validation)
-    return float(np.polyfit(floor, neg_elbo, 1)[0])
+    neg_elbo, floor = [], []
+    for start in range(0, len(validation), _BATCH):
+        batch = tf.constant(validation[start : start + _BATCH], tf.float32)
+        neg_elbo.append(_neg_elbo(encoder, decoder, batch)[0].numpy())
+        floor.append(entropy_floor(batch).numpy())
+    return float(np.polyfit(np.concatenate(floor), np.concatenate(neg_elbo), 1)[0])
 
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
-    """What some candidates compare an image with, fitted after training: the complexity slope,
-    the mixture over the training codes, and each ``FUSED`` score of half the validation images,
-    sorted (the other half is left for calibrating the fused score)."""
+    """What some candidates compare an image with, fitted after training: the complexity slope and
+    the served detector (the mixture over the training codes, the validation halves' scores)."""
 
     slope: float
-    mixture: LatentMixture | None = None
-    validation_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    detector: detectors.Detector
+    background: object = None  # a background VAE for ``likelihood_ratio``, when one was trained
 
 
-def fit_reference(encoder, decoder, training: np.ndarray, validation: np.ndarray, seed: int = 0) -> Reference:
-    """The Reference for pixels ([n, 784] in [0, 1]) of training and validation images: the mixture
-    fitted to the training codes and chosen on half the validation images, whose ``FUSED`` scores
-    are the references; the other half is left for calibration."""
-
-    def codes(pixels: np.ndarray) -> np.ndarray:
-        parts = [
-            encoder(tf.constant(pixels[i : i + _BATCH], tf.float32), training=False)[0].numpy()
-            for i in range(0, len(pixels), _BATCH)
-        ]
-        return np.concatenate(parts)
-
-    half = validation[0::2]
-    mixture = LatentMixture.fit(codes(training), codes(half), seed=seed)
-    base = Reference(complexity_slope(encoder, decoder, validation), mixture)
-    scores = candidate_scores(encoder, decoder, half, base, FUSED)
-    return dataclasses.replace(base, validation_scores={name: np.sort(scores[name]) for name in FUSED})
-
-
-def conformal_p_value(reference_sorted: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """The share of reference scores at least as high as each score, (1 + count) / (1 + n): the
-    conformal p-value, valid for an image exchangeable with the reference images."""
-    at_least = len(reference_sorted) - np.searchsorted(reference_sorted, scores, side="left")
-    return (1.0 + at_least) / (1.0 + len(reference_sorted))
+def fit_reference(
+    encoder, decoder, training: np.ndarray, validation: np.ndarray, false_positive_rate: float, seed: int = 0
+) -> Reference:
+    """The Reference for pixels ([n, 784] in [0, 1]) of training and validation images; the detector
+    is fitted as the Trainer fits it."""
+    codes = detectors.encode(encoder, [training[i : i + _BATCH] for i in range(0, len(training), _BATCH)])
+    detector = detectors.fit_detector(encoder, decoder, codes, validation, false_positive_rate, seed=seed)
+    return Reference(complexity_slope(encoder, decoder, validation), detector)
 
 
 def _batch_scores(encoder, decoder, batch: tf.Tensor, reference: Reference, wanted: set[str]) -> dict[str, tf.Tensor]:
@@ -198,34 +154,31 @@ def _batch_scores(encoder, decoder, batch: tf.Tensor, reference: Reference, want
         "complexity_residual": neg_elbo - reference.slope * floor,
         "latent_nll": 0.5 * tf.reduce_sum(tf.square(z_mean), axis=-1),
     }
-    if wanted & {"latent_mixture_nll", "mixture_elbo", "mixture_excess"}:
-        scores["latent_mixture_nll"] = reference.mixture.nll(z_mean)
+    if wanted & {"latent_mixture_nll", "mixture_elbo", "mixture_excess", *FUSIONS}:
+        scores["latent_mixture_nll"] = reference.detector.mixture.nll(z_mean)
         # E_q[log q(z|x)] for a diagonal Gaussian: minus its entropy.
         neg_entropy = -0.5 * tf.reduce_sum(1.0 + math.log(2.0 * math.pi) + z_log_var, axis=-1)
         scores["mixture_elbo"] = reconstruction + neg_entropy + scores["latent_mixture_nll"]
         scores["mixture_excess"] = scores["mixture_elbo"] - floor
+        scores["max_z"] = reference.detector.score(scores)
+    if "likelihood_ratio" in wanted:
+        scores["likelihood_ratio"] = (
+            neg_elbo - _neg_elbo(reference.background.encoder, reference.background.decoder, batch)[0]
+        )
     if wanted & {"iw_nll", "png_corrected"}:
         scores["iw_nll"] = iw_nll(encoder, decoder, batch)
         scores["png_corrected"] = scores["iw_nll"] - png_nats(batch)
     return scores
 
 
-def robust_z(reference_sorted: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Scores in units of the reference's spread: (score - median) / (interquartile range / 1.349),
-    the standard deviation of a normal with that range. Unlike a p-value it does not saturate, so an
-    image far beyond every reference image stays far ahead of one just beyond them."""
-    low, median, high = np.quantile(reference_sorted, [0.25, 0.5, 0.75])
-    return (scores - median) / ((high - low) / 1.349)
-
-
 def candidate_scores(
     encoder, decoder, pixels: np.ndarray, reference: Reference, names: tuple[str, ...] = CANDIDATES
 ) -> dict[str, np.ndarray]:
-    """The ``names`` candidate scores of ``pixels`` ([N, 784] in [0, 1]), each [N] in nats (``fisher``:
-    in -log p). The importance-weighted ones decode ``IW_SAMPLES`` times per image: leave them out
-    to compare larger networks in minutes."""
-    wanted = set(names) | (set(FUSED) if set(FUSIONS) & set(names) else set())
-    parts: dict[str, list] = {name: [] for name in wanted - set(FUSIONS)}
+    """The ``names`` candidate scores of ``pixels`` ([N, 784] in [0, 1]), each [N]. The
+    importance-weighted ones decode ``IW_SAMPLES`` times per image: leave them out to compare
+    larger networks in minutes."""
+    wanted = set(names) | (set(detectors.FUSED) if set(FUSIONS) & set(names) else set())
+    parts: dict[str, list] = {name: [] for name in wanted - {"fisher", "sum_z"}}
     for start in range(0, len(pixels), _BATCH):
         scores = _batch_scores(
             encoder, decoder, tf.constant(pixels[start : start + _BATCH], tf.float32), reference, wanted
@@ -233,11 +186,11 @@ def candidate_scores(
         for name in parts:
             parts[name].append(scores[name].numpy())
     result = {name: np.concatenate(values) for name, values in parts.items()}
+    references = reference.detector.reference_scores
     if "fisher" in names:
         result["fisher"] = -sum(
-            np.log(conformal_p_value(reference.validation_scores[name], result[name])) for name in FUSED
+            np.log(detectors.conformal_p_value(references[name], result[name])) for name in detectors.FUSED
         )
-    if {"max_z", "sum_z"} & set(names):
-        z = np.stack([robust_z(reference.validation_scores[name], result[name]) for name in FUSED])
-        result["max_z"], result["sum_z"] = z.max(axis=0), z.sum(axis=0)
+    if "sum_z" in names:
+        result["sum_z"] = sum(detectors.robust_z(references[name], result[name]) for name in detectors.FUSED)
     return {name: result[name] for name in names}

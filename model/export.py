@@ -3,13 +3,15 @@
 - ``serving_default``: ``image`` int64 [N, 784], raw pixels 0-255 ->
   ``reconstruction`` float [N, 784] in [0, 1]; ``reconstruction_error``, ``kl``, ``neg_elbo``
   float [N] in nats; ``pixel_mse`` float [N], the reconstruction's mean squared error over the
-  pixels (in [0, 1] units); ``anomaly_score`` float [N] (nats; model/anomaly.py) and
-  ``is_anomaly`` bool [N], the score above the threshold calibrated on the validation split;
-  ``z_mean``, ``z_log_var`` float [N, latent].
+  pixels (in [0, 1] units); ``anomaly_score`` float [N] (spreads of normal images),
+  ``anomaly_p_value`` float [N] in (0, 1], its conformal p-value against validation images, and
+  ``is_anomaly`` bool [N], the p-value at most the configured false-positive rate
+  (model/detector.py); ``z_mean``, ``z_log_var`` float [N, latent].
 - ``serving_tf_example``: ``examples`` string [N], serialized tf.Examples holding ``image`` ->
   the same outputs (for batch scoring).
 - ``score_tf_example``: ``examples`` string [N] -> only the per-image scores ``neg_elbo``,
-  ``reconstruction_error``, ``kl``, ``pixel_mse``, ``anomaly_score``, ``is_anomaly`` [N]: what
+  ``reconstruction_error``, ``kl``, ``pixel_mse``, ``anomaly_score``, ``anomaly_p_value``,
+  ``is_anomaly`` [N]: what
   the Evaluator and batch scoring need, without 784 reconstructed pixels per image to carry.
 - ``encode``: ``image`` int64 [N, 784] -> ``z_mean``, ``z_log_var`` float [N, latent].
 - ``decode``: ``z`` float [N, latent] -> ``images`` float [N, 784] in [0, 1].
@@ -24,7 +26,7 @@ Beside the SavedModel, in ``assets.extra/`` (copied with it, ignored by the TF l
 TF Serving replays when it loads the version, so the first client request is not the slow one
 (tensorflow_serving/g3doc/saved_model_warmup.md); and ``vae_config.json``, the architecture, so
 a warm start can tell whether the served model's weights fit a new network, with the anomaly
-calibration (threshold, false-positive rate) for people and reports.
+detector's calibration (threshold, false-positive rate, its references) for people and reports.
 
 Scores are deterministic: the reconstruction decodes the posterior mean, and
 ``reconstruction_error`` is the BCE (nats) of that reconstruction against the input, so
@@ -47,8 +49,8 @@ import tensorflow_transform as tft
 # tf.saved_model.save (tf_keras/src/saving/legacy/saved_model/utils.py, save.py).
 from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
 
-from model import anomaly
 from model.config import VaeConfig
+from model.detector import Detector
 from model.features import PIXELS_KEY
 from model.losses import kl_nats, reconstruction_nats
 from model.vae import Vae, build_vae
@@ -58,17 +60,18 @@ MAX_GENERATE = 10_000  # images per generate request: 31 MB of output
 EXTRA_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 CONFIG_FILE = "vae_config.json"
-# Per image, what the Evaluator averages (the mean of is_anomaly: the share of images flagged).
-SCORES = ("neg_elbo", "reconstruction_error", "kl", "pixel_mse", "anomaly_score", "is_anomaly")
+# Per image, what the Evaluator averages (the mean of is_anomaly: the share of images flagged; of
+# anomaly_p_value: about 1/2 on normal images, lower when the eval split holds anomalies).
+SCORES = ("neg_elbo", "reconstruction_error", "kl", "pixel_mse", "anomaly_score", "anomaly_p_value", "is_anomaly")
 
 
 class ServingModule(tf.Module):
     """The signatures, traced without AutoGraph as the training steps are: none has Python control
     flow on tensors (``generate`` uses ``tf.cond``)."""
 
-    def __init__(self, vae: Vae, tf_transform_output: tft.TFTransformOutput, calibration: anomaly.Calibration):
+    def __init__(self, vae: Vae, tf_transform_output: tft.TFTransformOutput, detector: Detector):
         super().__init__(name="vae_mnist")
-        self.anomaly_threshold = calibration.threshold
+        self.detector = detector
         self.encoder = vae.encoder
         self.decoder = vae.decoder
         self.latent_dim = vae.config.latent_dim
@@ -95,15 +98,13 @@ class ServingModule(tf.Module):
         kl = kl_nats(z_mean, z_log_var)
         reconstruction = tf.sigmoid(logits)
         neg_elbo = reconstruction_error + kl
-        anomaly_score = anomaly.anomaly_score(neg_elbo, pixels)
         return {
             "reconstruction": reconstruction,
             "reconstruction_error": reconstruction_error,
             "kl": kl,
             "neg_elbo": neg_elbo,
             "pixel_mse": tf.reduce_mean(tf.square(reconstruction - pixels), axis=-1),
-            "anomaly_score": anomaly_score,
-            "is_anomaly": anomaly_score > self.anomaly_threshold,
+            **self.detector.outputs(reconstruction_error, z_mean),
             "z_mean": z_mean,
             "z_log_var": z_log_var,
         }
@@ -234,7 +235,7 @@ def export_serving_model(
     tf_transform_output: tft.TFTransformOutput,
     export_dir: str,
     warmup_images: np.ndarray,
-    calibration: anomaly.Calibration,
+    detector: Detector,
 ) -> None:
     """Saves the signatures, then the warm-up requests (``warmup_images``: raw pixels [n, 784]) and
     the configuration into ``assets.extra/``.
@@ -244,7 +245,7 @@ def export_serving_model(
     took 8 to 12 s of a 2-core export; nothing here loads the model as Keras (TF Serving, TFMA and
     our components call the signatures; ``load_networks`` rebuilds the networks from the weights).
     Export took 2.6 s without them (issue 15)."""
-    module = ServingModule(vae, tf_transform_output, calibration)
+    module = ServingModule(vae, tf_transform_output, detector)
     with keras_option_scope(save_traces=False):
         tf.saved_model.save(module, export_dir, signatures=module.signatures())
     extra = os.path.join(export_dir, EXTRA_DIR)
@@ -255,7 +256,7 @@ def export_serving_model(
     config = {
         "architecture": vae.config.architecture(),
         "config": vae.config.to_dict(),
-        "anomaly": calibration.to_dict(),
+        "anomaly": detector.to_dict(),
     }
     with tf.io.gfile.GFile(os.path.join(extra, CONFIG_FILE), "w") as f:
         json.dump(config, f, indent=1, sort_keys=True)

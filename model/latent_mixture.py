@@ -33,17 +33,19 @@ class LatentMixture:
     @classmethod
     def fit(cls, codes: np.ndarray, held_out: np.ndarray, seed: int = 0) -> LatentMixture:
         """The mixture of ``COMPONENT_CHOICES`` fitted to ``codes`` that explains ``held_out`` (codes
-        of other normal images) best."""
+        of other normal images) best. Sizes with fewer than dim + 1 codes per component are not
+        tried (a full covariance needs them); one component when no size has enough."""
         from sklearn.mixture import GaussianMixture
 
         rng = np.random.default_rng(seed)
         if len(codes) > FIT_CODES:
             codes = codes[rng.choice(len(codes), FIT_CODES, replace=False)]
+        sizes = [k for k in COMPONENT_CHOICES if k * (codes.shape[1] + 1) <= len(codes)] or [1]
         fits = [
             GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=seed, max_iter=200).fit(
                 codes.astype(np.float64)
             )
-            for k in COMPONENT_CHOICES
+            for k in sizes
         ]
         best = max(fits, key=lambda fit: fit.score(held_out.astype(np.float64)))
         return cls(
@@ -63,6 +65,3 @@ class LatentMixture:
         dim = float(self.means.shape[1])
         log_normal = -0.5 * tf.reduce_sum(tf.square(y), axis=-1) + log_det - 0.5 * dim * math.log(2.0 * math.pi)
         return -tf.reduce_logsumexp(log_normal + tf.math.log(tf.constant(self.weights)), axis=-1)
-
-    def to_dict(self) -> dict:
-        return {name: getattr(self, name).tolist() for name in ("weights", "means", "precision_cholesky")}

@@ -24,10 +24,11 @@ import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import FnArgs  # not tfx.v1: components/tfx_dsl.py says why
 from tfx_bsl.public import tfxio
 
-from model import anomaly
+from model import detector as detectors
 from model.config import VaeConfig
 from model.export import export_serving_model, read_architecture, read_weights
 from model.features import PIXELS_KEY
+from model.latent_mixture import FIT_CODES
 from model.training_record import TRAINING_RECORD, Phases, TrainingRecord
 from model.vae import build_vae
 
@@ -261,10 +262,13 @@ def run_fn(fn_args: FnArgs) -> None:
         )
     with phases("calibrate"):
         validation = np.concatenate(list(evaluation.as_numpy_iterator()))
-        calibration = anomaly.calibrate(vae.encoder, vae.decoder, validation, config.anomaly_false_positive_rate)
-    logging.info("Anomaly calibration on the validation split: %s", calibration)
+        codes = detectors.encode(vae.encoder, train.take(-(-FIT_CODES // config.batch_size)))
+        detector = detectors.fit_detector(
+            vae.encoder, vae.decoder, codes, validation, config.anomaly_false_positive_rate, config.seed
+        )
+    logging.info("Anomaly detector, calibrated on the validation split: %s", detector.to_dict())
     with phases("export"):
         warmup = warmup_images(evaluation)
-        export_serving_model(vae, tf_transform_output, fn_args.serving_model_dir, warmup, calibration)
+        export_serving_model(vae, tf_transform_output, fn_args.serving_model_dir, warmup, detector)
     record = next(callback for callback in callbacks if isinstance(callback, TrainingRecord))
     record.save(phase_seconds=phases.seconds)

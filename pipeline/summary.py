@@ -64,7 +64,7 @@ def time_lines(record: dict) -> list[str]:
 
 
 def anomaly_lines(trainer: ComponentRun) -> list[str]:
-    """The anomaly threshold the Trainer calibrated (recorded in the exported model)."""
+    """The anomaly threshold the Trainer calibrated (recorded in the exported model; model/detector.py)."""
     from tfx.utils import path_utils
 
     from model.export import read_exported_config
@@ -73,9 +73,12 @@ def anomaly_lines(trainer: ComponentRun) -> list[str]:
     calibration = model and read_exported_config(path_utils.serving_model_path(model.uri)).get("anomaly")
     if not calibration:
         return []
+    rate, images = calibration["false_positive_rate"], calibration["images"]
+    if calibration["threshold"] == float("inf"):
+        return [f"  no anomaly threshold: {images:,} validation images cannot certify a {rate:.1%} false-positive rate"]
     return [
-        f"  anomaly threshold: anomaly_score > {calibration['threshold']:.1f} flags "
-        f"{calibration['false_positive_rate']:.1%} of the {calibration['images']:,} validation images"
+        f"  anomaly threshold: anomaly_score > {calibration['threshold']:.2f} (p-value <= {rate:.1%}, "
+        f"calibrated on {images:,} validation images)"
     ]
 
 

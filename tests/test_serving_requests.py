@@ -154,6 +154,7 @@ def test_grpc_requests_follow_the_same_rules(small_run, images):
             "kl",
             "pixel_mse",
             "anomaly_score",
+            "anomaly_p_value",
             "is_anomaly",
         }
         for key in over_grpc[0]:
@@ -227,7 +228,7 @@ def predict_targets(small_run):
 @pytest.mark.parametrize("signature", ["serving_default", "serving_tf_example", "score_tf_example"])
 def test_predict_prints_the_answer_in_every_mode(predict_targets, signature, capsys):
     """The README's `vae-mnist predict`, brief and --full, in-process, over REST and over gRPC."""
-    scores = {"neg_elbo", "reconstruction_error", "kl", "pixel_mse", "anomaly_score", "is_anomaly"}
+    scores = {"neg_elbo", "reconstruction_error", "kl", "pixel_mse", "anomaly_score", "anomaly_p_value", "is_anomaly"}
     expected = scores if signature == "score_tf_example" else scores | {"z_mean", "z_log_var", "reconstruction"}
     answers = {}
     for mode, target in predict_targets.items():

@@ -88,7 +88,15 @@ def test_tf_example_signature_agrees_with_serving_default(serving_model, test_im
     for name in ("reconstruction", "neg_elbo", "z_mean"):
         np.testing.assert_allclose(by_examples[name], by_pixels[name], rtol=1e-5)
     scores = serving_model.signatures["score_tf_example"](examples=serialized_examples(images))
-    assert sorted(scores) == ["anomaly_score", "is_anomaly", "kl", "neg_elbo", "pixel_mse", "reconstruction_error"]
+    assert sorted(scores) == [
+        "anomaly_p_value",
+        "anomaly_score",
+        "is_anomaly",
+        "kl",
+        "neg_elbo",
+        "pixel_mse",
+        "reconstruction_error",
+    ]
     for name, values in scores.items():
         np.testing.assert_allclose(values, by_pixels[name], rtol=1e-5)
     np.testing.assert_allclose(by_examples["anomaly_score"], by_pixels["anomaly_score"], rtol=1e-5)
