@@ -25,8 +25,10 @@ import common  # noqa: F401  (first: sets up paths and quiet logs)
 import numpy as np
 
 GATED = ("reconstruction_error", "pixel_mse")  # per-image outputs of serving_default the Evaluator bounds
-TARGETS = {"tutorial": 150.0, "latent2": 145.0, "quality": 100.0}  # nats, test negative ELBO
-BUDGET_MINUTES = {"tutorial": 5, "tutorial_as_written": 5, "latent2": 20, "quality": 10}  # 2-core CPU training
+# nats, test negative ELBO; detector: a 784-400-20 MLP reaches 105.6 in PyTorch's example (BENCHMARKS.md)
+TARGETS = {"detector": 105.0, "tutorial": 150.0, "latent2": 145.0, "quality": 100.0}
+# minutes of 2-core CPU training
+BUDGET_MINUTES = {"detector": 5, "tutorial": 5, "tutorial_as_written": 5, "latent2": 20, "quality": 10}
 
 
 def test_set():

@@ -90,6 +90,13 @@ PRESET_BOUNDS: dict[str, Bounds] = {
         reconstruction_error_per_digit=(177.0, 58.5, 200.0, 177.5, 163.5, 179.5, 160.5, 140.5, 184.5, 139.0),
         pixel_mse_per_digit=(0.049, 0.012, 0.061, 0.0515, 0.048, 0.0535, 0.0455, 0.0395, 0.0545, 0.038),
     ),
+    "detector": Bounds(  # calibrated() of bench/train_quality.py's figures, 2026-12-02
+        neg_elbo=103.0,
+        reconstruction_error=76.0,
+        pixel_mse=0.0095,
+        reconstruction_error_per_digit=(87.5, 38.0, 89.5, 83.5, 75.5, 85.0, 79.5, 64.0, 93.5, 71.0),
+        pixel_mse_per_digit=(0.01, 0.0035, 0.013, 0.0105, 0.01, 0.012, 0.01, 0.0075, 0.0135, 0.008),
+    ),
     "tutorial_as_written": Bounds(
         neg_elbo=169.5,
         reconstruction_error=163.0,

@@ -3,7 +3,7 @@
 Commands:
 - vae-mnist data fetch [--dataset mnist] [--source auto] [--path DIR]
 - vae-mnist data spans --spans N --output DIR [--drift SPAN:KIND[=VALUE]]
-- vae-mnist run [--preset tutorial] [--set FIELD=VALUE] [--input-dir DIR] [--output-dir outputs] [--no-cache]
+- vae-mnist run [--preset detector] [--set FIELD=VALUE] [--input-dir DIR] [--output-dir outputs] [--no-cache]
                 [--serving-root DIR|s3://...|gs://...] [--warm-start] [--accept-drift]
 - vae-mnist serving list | pin VERSION | unpin [--output-dir outputs] [--serving-root ...]
 - vae-mnist serving mirror --serving-root s3://... --to DIR [--every SECONDS]

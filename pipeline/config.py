@@ -59,7 +59,7 @@ class PipelineConfig:
     # Retrain from the served model's weights (same architecture; VaeConfig.warm_start_epochs).
     warm_start: bool = False
     # The model: a preset from model/config.py, with any of its fields overridden.
-    preset: str = "tutorial"
+    preset: str = "detector"
     vae_overrides: dict = dataclasses.field(default_factory=dict)
     # Blessing: the preset's bounds (model/bounds.py) with any of them overridden, e.g.
     # {"neg_elbo": 160, "reconstruction_error_per_digit": [...10 values]}...
