@@ -138,30 +138,6 @@ def test_a_drifted_span_is_stopped_with_a_named_reason_pushes_nothing_and_is_sco
     assert rows["neg_elbo"].median() > clean["neg_elbo"].median()
 
 
-def test_the_served_models_score_sees_a_half_turn(story, mnist_arrays):
-    """What the pixel summaries cannot see (tests/test_drift.py) the served model's score does."""
-    from components.drift_gate import DEFAULT_THRESHOLDS, compare
-    from components.span_scores import scorer
-
-    config, _, _ = story
-    images = mnist_arrays["eval"][0][5000:7000]
-    model_dir = os.path.join(config.serving_model_dir, str(serving_layout.served_version(config.serving_model_dir)))
-
-    score = scorer(model_dir)
-
-    def frame(pixels):
-        import pandas as pd
-
-        return pd.DataFrame({"split": "eval", **score(pixels.reshape(len(pixels), -1))})
-
-    reference = frame(mnist_arrays["eval"][0][:2000])
-    clean, turned = frame(images), frame(np.rot90(images, 2, axes=(1, 2)))
-    # The gate's own question on the served model's two scores: does either drift?
-    thresholds = {name: DEFAULT_THRESHOLDS[name] for name in ("neg_elbo", "anomaly_score")}
-    assert not any(comparison.drifted for comparison in compare(clean, reference, thresholds))
-    assert any(comparison.drifted for comparison in compare(turned, reference, thresholds))
-
-
 def test_pin_rolls_back_and_later_writes_keep_the_pin(story, capsys):
     config, _, runs = story
     first, second = runs[2].versions

@@ -12,6 +12,7 @@ from model.config import PRESETS, VaeConfig, preset
 from model.features import PIXELS_KEY, preprocessing_fn
 from model.trainer import KlWarmup
 from model.vae import build_vae
+from pipeline.config import PipelineConfig
 from schema import IMAGE_KEY, LABEL_KEY, NUM_CLASSES, NUM_PIXELS, SCHEMA_FILE
 
 
@@ -82,10 +83,18 @@ def test_training_lowers_the_negative_elbo():
     assert last["loss"] == pytest.approx(last["neg_elbo"], rel=1e-5)
 
 
-def test_the_default_is_the_tutorial_network():
-    vae = build_vae(preset("tutorial"))
-    shapes = [tuple(w.shape) for w in vae.encoder.weights] + [tuple(w.shape) for w in vae.decoder.weights]
-    assert shapes == [(784, 256), (256,), (256, 2), (2,), (256, 2), (2,), (2, 256), (256,), (256, 784), (784,)]
+def test_the_tutorial_preset_is_the_tutorials_network_and_the_default_widens_its_codes():
+    def shapes(vae):
+        return [tuple(w.shape) for w in vae.encoder.weights] + [tuple(w.shape) for w in vae.decoder.weights]
+
+    assert shapes(build_vae(preset("tutorial"))) == [
+        (784, 256), (256,), (256, 2), (2,), (256, 2), (2,), (2, 256), (256,), (256, 784), (784,)
+    ]  # fmt: skip
+    default = PipelineConfig().vae
+    assert shapes(build_vae(default)) == [
+        (784, 256), (256,), (256, 20), (20,), (256, 20), (20,), (20, 256), (256,), (256, 784), (784,)
+    ]  # fmt: skip
+    assert default.replace(latent_dim=2) == preset("tutorial")  # the same schedule
 
 
 def test_kl_warmup_ramps_to_one():
@@ -177,7 +186,7 @@ def test_a_single_number_is_a_one_layer_tuple():
         (["--set", "hidden_units=[10000000]"], "VaeConfig.hidden_units must be at most 65,536, got (10000000,)"),
         (
             ["--set", "hidden_units=[60000,60000]"],
-            "VaeConfig: the network would hold 7,294,680,788 weights (108.7 GB to train with Adam); "
+            "VaeConfig: the network would hold 7,297,920,824 weights (108.7 GB to train with Adam); "
             "at most 50,000,000 (hidden_units, latent_dim, conv_filters)",
         ),
         (["--set", "seed=-1"], "VaeConfig.seed must be at least 0, got -1"),
