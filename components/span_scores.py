@@ -4,8 +4,8 @@ Each image of the newest span (or of an unspanned input directory) becomes one r
 ``scores.parquet``: where it came from (``span``, ``split``: the IDX file's split, ``index`` in
 that file, ``label``), the per-image summaries the drift gate compares (``SUMMARIES``) and every
 per-image score the served model's ``score_tf_example`` signature returns (``neg_elbo``,
-``reconstruction_error``, ``kl``, ``pixel_mse``, and ``anomaly_score``/``is_anomaly`` where the
-model has them). ``previous.parquet`` holds the same rows for the span before it, the drift
+``reconstruction_error``, ``kl``, ``pixel_mse``, and ``anomaly_score``, ``anomaly_p_value`` and
+``is_anomaly`` where the model has them). ``previous.parquet`` holds the same rows for the span before it, the drift
 gate's reference; only its eval images are scored (the gate compares scores on those alone).
 Beside them: ``report.json`` and three PNGs: the score histogram, the most and the least anomalous
 images (ranked by ``anomaly_score``, or ``neg_elbo`` for a served model exported without it).

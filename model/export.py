@@ -11,8 +11,8 @@
   the same outputs (for batch scoring).
 - ``score_tf_example``: ``examples`` string [N] -> only the per-image scores ``neg_elbo``,
   ``reconstruction_error``, ``kl``, ``pixel_mse``, ``anomaly_score``, ``anomaly_p_value``,
-  ``is_anomaly`` [N]: what
-  the Evaluator and batch scoring need, without 784 reconstructed pixels per image to carry.
+  ``is_anomaly`` [N]: what the Evaluator and batch scoring need, without 784 reconstructed pixels
+  per image to carry.
 - ``encode``: ``image`` int64 [N, 784] -> ``z_mean``, ``z_log_var`` float [N, latent].
 - ``decode``: ``z`` float [N, latent] -> ``images`` float [N, 784] in [0, 1].
 - ``generate``: ``count`` int32 scalar, 1 to ``MAX_GENERATE`` (10,000), ``seed`` int64 scalar
