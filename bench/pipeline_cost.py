@@ -1,6 +1,6 @@
 """Where a whole pipeline run's time goes on full MNIST, beside the training alone.
 
-  .venv/bin/python bench/pipeline_cost.py [--preset tutorial] [--set epochs=3] [--beam-arg ...]
+  .venv/bin/python bench/pipeline_cost.py [--preset detector] [--set epochs=3] [--beam-arg ...]
 
 One process, no cache, nothing served (its output directory is emptied first): first the
 pipeline, as ``vae-mnist run`` runs it (``run_locally``, the same progress and summary; every
@@ -75,7 +75,7 @@ def main() -> None:
     from pipeline.local_runner import run_locally
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="tutorial")
+    parser.add_argument("--preset", default="detector")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     parser.add_argument("--beam-arg", action="append", help="Beam arguments (default: the pipeline's)")
     args = parser.parse_args()
