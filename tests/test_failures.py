@@ -61,6 +61,23 @@ def test_a_run_that_fails_before_ml_metadata_exists_reports_its_own_error(tmp_pa
     assert "sqlite" not in repr(raised.value.__context__)  # not buried under the summary's read-back
 
 
+def as_from_a_terminal() -> None:
+    """In the forked child, before exec: SIGINT handled by default and not blocked, as a shell
+    starts a command. A child inherits both from this test process, where (in the whole suite, on
+    some worker, after other tests) something had left SIGINT ignored or blocked: twice in CI the
+    run never saw the signal and trained to the end."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def sigint_reaches(pid: int) -> bool:
+    """Neither blocked nor ignored in the process (its /proc status masks), with Python's handler."""
+    with open(f"/proc/{pid}/status") as f:
+        masks = {k: int(v, 16) for k, v in (line.split(":", 1) for line in f) if k in ("SigBlk", "SigIgn", "SigCgt")}
+    bit = 1 << (signal.SIGINT - 1)
+    return not masks["SigBlk"] & bit and not masks["SigIgn"] & bit and bool(masks["SigCgt"] & bit)
+
+
 def test_ctrl_c_during_a_run_is_one_line_exit_130_and_leaves_nothing_running(tmp_path, small_mnist, small_run):
     """A real SIGINT to a real run, while the Trainer trains (everything before it is cached)."""
     output_dir = str(tmp_path / "outputs")
@@ -68,10 +85,13 @@ def test_ctrl_c_during_a_run_is_one_line_exit_130_and_leaves_nothing_running(tmp
     command = [VAE_MNIST, "run", "--input-dir", small_mnist, "--output-dir", output_dir]
     # A Trainer still training when stopped: many epochs, and no early stopping to end them.
     command += ["--preset", SMALL_RUN["preset"], "--set", "epochs=500", "--set", "early_stopping_patience=0"]
-    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal
+    )
     for line in run.stdout:
         if line.startswith("Epoch 2/"):  # the Trainer is in model.fit, past tracing
             break
+    assert sigint_reaches(run.pid), "the run would not see a Ctrl-C"
     run.send_signal(signal.SIGINT)
     stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == cli.EXIT_INTERRUPTED
