@@ -139,7 +139,7 @@ def fit_reference(
 ) -> Reference:
     """The Reference for pixels ([n, 784] in [0, 1]) of training and validation images; the detector
     is fitted as the Trainer fits it."""
-    codes = detectors.encode(encoder, [training[i : i + _BATCH] for i in range(0, len(training), _BATCH)])
+    codes = detectors.encode(encoder, detectors.batches(training))
     detector = detectors.fit_detector(encoder, decoder, codes, validation, false_positive_rate, seed=seed)
     return Reference(complexity_slope(encoder, decoder, validation), detector)
 

@@ -46,19 +46,6 @@ IQR_PER_SPREAD = 1.349  # a normal distribution's interquartile range, in standa
 _BATCH = 1000
 
 
-@dataclasses.dataclass(frozen=True)
-class Calibration:
-    """What a person reads about the threshold: ``anomaly_score`` above ``threshold`` flags an image
-    (its p-value is at most ``false_positive_rate``), calibrated on ``images`` validation images."""
-
-    threshold: float
-    false_positive_rate: float
-    images: int
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
 def conformal_p_value(reference_sorted: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """The share of reference scores at least as high as each score, (1 + count) / (1 + n): the
     conformal p-value, valid for an image exchangeable with the reference images."""
@@ -72,8 +59,8 @@ def robust_spread(reference: np.ndarray) -> tuple[float, float]:
     return float(median), float(max(high - low, 1e-6) / IQR_PER_SPREAD)
 
 
-def robust_z(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Scores in units of the reference's spread, from its median."""
+def robust_z(reference: np.ndarray, scores):
+    """Scores (NumPy or TensorFlow) in units of the reference's spread, from its median."""
     median, spread = robust_spread(reference)
     return (scores - median) / spread
 
@@ -94,11 +81,7 @@ class Detector:
 
     def score(self, parts: dict[str, tf.Tensor]) -> tf.Tensor:
         """``anomaly_score`` [N]: the largest robust z-score of the parts."""
-        z = []
-        for name in FUSED:
-            median, spread = robust_spread(self.reference_scores[name])
-            z.append((parts[name] - median) / spread)
-        return tf.reduce_max(tf.stack(z), axis=0)
+        return tf.reduce_max(tf.stack([robust_z(self.reference_scores[name], parts[name]) for name in FUSED]), axis=0)
 
     def outputs(self, reconstruction_error: tf.Tensor, z_mean: tf.Tensor) -> dict[str, tf.Tensor]:
         """What the signatures serve: ``anomaly_score``, ``anomaly_p_value`` and ``is_anomaly`` [N]."""
@@ -121,13 +104,14 @@ class Detector:
         allowed = math.floor(self.false_positive_rate * (len(ordered) + 1) + 1e-9) - 1
         return float(ordered[len(ordered) - 1 - allowed]) if allowed >= 0 else math.inf
 
-    def calibration(self) -> Calibration:
-        return Calibration(self.threshold, self.false_positive_rate, len(self.calibration_scores))
-
     def to_dict(self) -> dict:
-        """What the exported model records for people and reports (the arrays stay in the graph)."""
+        """What the exported model records for people and reports (the arrays stay in the graph):
+        ``anomaly_score`` above ``threshold`` flags an image (its p-value is at most
+        ``false_positive_rate``), calibrated on ``images`` validation images."""
         return {
-            **self.calibration().to_dict(),
+            "threshold": self.threshold,
+            "false_positive_rate": self.false_positive_rate,
+            "images": len(self.calibration_scores),
             "score": f"max robust z of {', '.join(FUSED)}",
             "spread": {
                 name: dict(zip(("median", "spread"), robust_spread(values), strict=True))
@@ -143,13 +127,14 @@ def encode(encoder, batches: Iterable) -> np.ndarray:
     return np.concatenate([encoder(tf.convert_to_tensor(b, tf.float32), training=False)[0].numpy() for b in batches])
 
 
-def _batches(pixels: np.ndarray) -> list[tf.Tensor]:
+def batches(pixels: np.ndarray) -> list[tf.Tensor]:
+    """``pixels`` in batches of ``_BATCH``, as tensors."""
     return [tf.constant(pixels[i : i + _BATCH], tf.float32) for i in range(0, len(pixels), _BATCH)]
 
 
 def _in_batches(score, encoder, decoder, pixels: np.ndarray) -> dict[str, np.ndarray]:
     parts: dict[str, list] = {}
-    for batch in _batches(pixels):
+    for batch in batches(pixels):
         z_mean, _ = encoder(batch, training=False)
         for name, value in score(reconstruction_nats(batch, decoder(z_mean, training=False)), z_mean).items():
             parts.setdefault(name, []).append(value.numpy())
@@ -163,7 +148,7 @@ def fit_detector(
     size and the z-scores set by the even-numbered ``validation`` images (pixels [n, 784] in [0, 1]),
     the p-values by the odd-numbered."""
     reference, calibration = validation[0::2], validation[1::2]
-    mixture = LatentMixture.fit(training_codes, encode(encoder, _batches(reference)), seed=seed)
+    mixture = LatentMixture.fit(training_codes, encode(encoder, batches(reference)), seed=seed)
     unfitted = Detector(mixture, {}, np.zeros(0, np.float32), false_positive_rate)
     parts = _in_batches(unfitted.parts, encoder, decoder, reference)
     scoring = dataclasses.replace(unfitted, reference_scores={name: np.sort(parts[name]) for name in FUSED})
@@ -176,8 +161,3 @@ def fit_detector(
             false_positive_rate,
         )
     return detector
-
-
-def served_scores(encoder, decoder, detector: Detector, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """What the SavedModel serves for ``pixels`` ([n, 784] in [0, 1]), from the networks."""
-    return _in_batches(detector.outputs, encoder, decoder, pixels)
