@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 from typing import Any
@@ -55,6 +56,7 @@ TRAIN_SPLIT, VALIDATION_SPLIT = "train", "valid"  # the validation split is carv
 _OUTPUT_FILE = "data_tfrecord"
 SPAN_PATTERN = "span-{SPAN}"  # the directory part of a spanned split pattern (TFX's {SPAN} spec)
 SPANS_KEY = "spans"  # custom property of the Examples: the spans read, e.g. "2,3"
+INGESTED_KEY = "ingested"  # custom property of the Examples: JSON, per split its records and source files
 
 
 def _custom_options(exec_properties: dict[str, Any]) -> dict[str, Any]:
@@ -177,6 +179,8 @@ class OutputSplit:
     labels: str
     start: int
     stop: int
+    images_sha256: str = ""
+    labels_sha256: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,13 +251,14 @@ def output_splits(exec_properties: dict[str, Any], read: list[int] | None = None
             parts.append((split.name, *resolve_split_files(directory, os.path.basename(split.pattern))))
     splits = []
     for name, images, labels in parts:
-        count = idx_format.check_pair(images, labels, image_shape).count
+        checked = idx_format.check_pair(images, labels, image_shape)
+        count, digests = checked.count, (checked.images_sha256, checked.labels_sha256)
         held_out = max(1, round(count * fraction)) if name == TRAIN_SPLIT and fraction > 0 else 0
         if held_out >= count:
             raise idx_format.IdxError(images, f"holds {count} records: too few to set some aside for validation")
-        splits.append(OutputSplit(name, images, labels, 0, count - held_out))
+        splits.append(OutputSplit(name, images, labels, 0, count - held_out, *digests))
         if held_out:
-            splits.append(OutputSplit(VALIDATION_SPLIT, images, labels, count - held_out, count))
+            splits.append(OutputSplit(VALIDATION_SPLIT, images, labels, count - held_out, count, *digests))
     return splits
 
 
@@ -265,6 +270,22 @@ def shards(parts: list[OutputSplit], records_per_shard: int) -> list[Shard]:
         for start in range(part.start, part.stop, records_per_shard)
     ]
     return [Shard(records, index, len(ranges)) for index, records in enumerate(ranges)]
+
+
+def ingested(splits: list[OutputSplit]) -> dict:
+    """{split: {"records": n, "sources": [{images, labels, rows [start, stop), their SHA-256}]}}:
+    what the model card (components/model_card.py) says the model was trained and judged on.
+    The digests are check_pair's, of the uncompressed IDX bytes as read (the datasets' published
+    checksums are of the same bytes: components/datasets.py)."""
+    found: dict[str, dict] = {}
+    for split in splits:
+        entry = found.setdefault(split.name, {"records": 0, "sources": []})
+        entry["records"] += split.stop - split.start
+        source = dataclasses.asdict(split)
+        source["rows"] = [source.pop("start"), source.pop("stop")]
+        del source["name"]
+        entry["sources"].append(source)
+    return found
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -282,6 +303,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         splits = output_splits(exec_properties, read)
         names = list(dict.fromkeys(split.name for split in splits))
         examples.split_names = artifact_utils.encode_split_names(names)
+        examples.set_string_custom_property(INGESTED_KEY, json.dumps(ingested(splits), sort_keys=True))
         if read:
             examples.span = read[-1]
             examples.set_string_custom_property(SPANS_KEY, ",".join(map(str, read)))
