@@ -68,6 +68,7 @@ def breakdown(wall: float, component_seconds: dict[str, float], record: dict) ->
 
 
 def main() -> None:
+    from components import evaluator
     from model.config import VaeConfig
     from model.training_record import read_training_record
     from pipeline import summary
@@ -117,7 +118,7 @@ def main() -> None:
         "plain_fit_examples_per_second": plain["examples_per_second"],
         "throughput_ratio": record["examples_per_second"] / plain["examples_per_second"],
         # The model this run made, as its Evaluator measured it on MNIST's 10,000 test images.
-        "test_neg_elbo_at_mean": summary.slice_metrics(runs["Evaluator"].output("evaluation").uri)[""]["neg_elbo"],
+        "test_neg_elbo_at_mean": evaluator.slice_metrics(runs["Evaluator"].output("evaluation").uri)[""]["neg_elbo"],
     }
     width = max(len(stage) for stage, _ in rows)
     for stage, seconds in rows:

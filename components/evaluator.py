@@ -43,6 +43,32 @@ UNGATED_DIGITS_KEY = "ungated_digits"  # JSON {digit: eval images} of digits jud
 NOT_COMPARED_KEY = "not_compared"  # comma-separated scores the served model does not output
 
 
+def model_names(evaluation_uri: str) -> list[str]:
+    """The evaluation's model names: ['candidate', 'baseline'] when it compared, else ['']."""
+    return [s.get("name", "") for s in evaluation_config(evaluation_uri)["modelSpecs"]]
+
+
+def evaluation_config(evaluation_uri: str) -> dict:
+    """The EvalConfig an evaluation ran with (TFMA's eval_config.json, as JSON): its thresholds
+    are the bounds and tolerances the blessing was judged against."""
+    with tf.io.gfile.GFile(os.path.join(evaluation_uri, "eval_config.json")) as f:
+        return json.load(f)["evalConfig"]
+
+
+def slice_metrics(evaluation_uri: str, model_name: str = "candidate") -> dict:
+    """{slice: {metric: value}}, slice '' being the whole split and '<digit>' each label, of the
+    candidate (or ``model_name``) model; an evaluation without baseline has one unnamed model."""
+    if "baseline" not in model_names(evaluation_uri):
+        model_name = None
+    result = tfma.load_eval_result(evaluation_uri, model_name=model_name)
+    metrics = {}
+    for slice_key, values in result.slicing_metrics:
+        name = "" if not slice_key else str(slice_key[0][1])
+        # float(): TFMA's JSON view writes a NaN metric as the string "NaN".
+        metrics[name] = {k: float(v["doubleValue"]) for k, v in values[""][""].items() if "doubleValue" in v}
+    return metrics
+
+
 def label_counts(examples: artifact.Artifact, splits: list[str]) -> np.ndarray:
     """How many examples of each label the splits hold."""
     files = []

@@ -1,4 +1,4 @@
-"""`vae-mnist serving list | pin | unpin`: what was pushed, how it measured, and rollback.
+"""`vae-mnist serving list [--card VERSION]`: what was pushed, how it measured, its labels and card.
 
 A version's figures come from ML Metadata: the PushedModel that recorded the push, the Pusher
 execution that made it, the blessing it consumed, and the Evaluator's evaluation and eval
@@ -78,7 +78,7 @@ class _Lineage:
 
 def pushed_versions(model_dir: str, metadata_path: str) -> list[PushedVersion]:
     """Every version directory under ``model_dir``, oldest first, with what ML Metadata knows."""
-    from pipeline.summary import slice_metrics
+    from components.evaluator import slice_metrics
 
     lineage = _Lineage(metadata_path) if os.path.exists(metadata_path) else None
     pushes = lineage.pushes() if lineage else {}
@@ -95,8 +95,24 @@ def pushed_versions(model_dir: str, metadata_path: str) -> list[PushedVersion]:
     return rows
 
 
+def card(model_dir: str, version: int) -> str:
+    """A pushed version's model card (components/model_card.py), as written at its push."""
+    from components import model_card
+
+    if not serving_layout.is_complete(model_dir, version):
+        known = ", ".join(map(str, serving_layout.versions(model_dir))) or "none"
+        raise ValueError(f"{model_dir} has no complete version {version} (versions: {known})")
+    text = model_card.read(serving_layout.version_path(model_dir, version))
+    if text is None:
+        raise ValueError(f"version {version} was pushed without a model card (before vae-mnist wrote them)")
+    return text
+
+
 def format_versions(rows: list[PushedVersion], model_dir: str) -> str:
+    from components import releases
+
     served, pinned = serving_layout.served_version(model_dir), serving_layout.pinned_version(model_dir)
+    labels = serving_layout.release_labels(model_dir)
     if not rows:
         return f"No versions under {model_dir}"
     lines = [f"{'version':<12}{'pushed (UTC)':<18}{'span':>5}{'-ELBO':>8}{'recon':>8}{'pixel MSE':>11}  state"]
@@ -113,6 +129,9 @@ def format_versions(rows: list[PushedVersion], model_dir: str) -> str:
             else f"{'(not in this ML Metadata)':>27}"
         )
         state = "SERVED" if row.version == served else ("incomplete" if not row.complete else "")
+        named = [label for label, version in sorted(labels.items()) if version == row.version]
+        if named:
+            state = f"{state} [{', '.join(named)}]".strip()
         if row.version == pinned:
             state += " (pinned)"
         span = "" if row.span is None else str(row.span)
@@ -121,4 +140,6 @@ def format_versions(rows: list[PushedVersion], model_dir: str) -> str:
         lines.append(f"{row.version:<12}{when:<18}{span:>5}{figures}  {state}".rstrip())
     if pinned is not None and served is None:
         lines.append(f"Pinned to version {pinned}, which is not complete: TF Serving serves nothing")
+    if labels:
+        lines.append(releases.describe(model_dir))
     return "\n".join(lines)

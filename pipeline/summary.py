@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+from components.evaluator import model_names, slice_metrics
 from components.served_model import SERVED_VERSION_KEY
 from components.serving_layout import is_complete, pinned_version, served_version
 from pipeline import stack
@@ -121,28 +122,6 @@ def span_lines(span_scores: ComponentRun | None, drift_gate: ComponentRun | None
     return lines
 
 
-def model_names(evaluation_uri: str) -> list[str]:
-    """The evaluation's model names: ['candidate', 'baseline'] when it compared, else ['']."""
-    with open(os.path.join(evaluation_uri, "eval_config.json")) as f:
-        return [s.get("name", "") for s in json.load(f)["evalConfig"]["modelSpecs"]]
-
-
-def slice_metrics(evaluation_uri: str, model_name: str = "candidate") -> dict:
-    """{slice: {metric: value}}, slice '' being the whole split and '<digit>' each label, of the
-    candidate (or ``model_name``) model; an evaluation without baseline has one unnamed model."""
-    import tensorflow_model_analysis as tfma
-
-    if "baseline" not in model_names(evaluation_uri):
-        model_name = None
-    result = tfma.load_eval_result(evaluation_uri, model_name=model_name)
-    metrics = {}
-    for slice_key, values in result.slicing_metrics:
-        name = "" if not slice_key else str(slice_key[0][1])
-        # float(): TFMA's JSON view writes a NaN metric as the string "NaN".
-        metrics[name] = {k: float(v["doubleValue"]) for k, v in values[""][""].items() if "doubleValue" in v}
-    return metrics
-
-
 def evaluation_lines(evaluator: ComponentRun, served_version: int | None = None) -> list[str]:
     import tensorflow_model_analysis as tfma
 
@@ -237,11 +216,23 @@ def _reason(failure, slice_name: str = "", baseline: dict | None = None) -> str:
 
 
 def push_lines(pusher: ComponentRun, serving_model_dir: str) -> list[str]:
-    from components.pusher import ALREADY_SERVED_KEY, PINNED_KEY
+    from components.pusher import ALREADY_SERVED_KEY, LABELS_KEY, PINNED_KEY
 
     pushed = pusher.output("pushed_model")
     if pushed and _custom(pushed, "pushed") == 1:
         lines = [f"Pushed: {_custom(pushed, 'pushed_destination')}"]
+        labels = json.loads(_custom(pushed, LABELS_KEY) or "{}")
+        version = int(_custom(pushed, "pushed_version"))
+        if labels.get("canary") == version:
+            lines.append(
+                f"  labelled canary beside stable version {labels['stable']} "
+                "(vae-mnist serving promote, or predict --label canary to try it)"
+            )
+        elif labels.get("stable") == version:
+            lines.append("  labelled stable (the first release of this model)")
+        elif labels:
+            held = ", ".join(f"{label} {v}" for label, v in sorted(labels.items()))
+            lines.append(f"  release labels hold ({held}): not loaded (vae-mnist serving unpin serves the newest)")
         pinned = _custom(pushed, PINNED_KEY)
         if pinned and not is_complete(serving_model_dir, pinned):
             lines.append(f"  models.config pins version {pinned}, which does not exist: TF Serving serves nothing")
