@@ -27,8 +27,10 @@ Pinning: ``<serving_root>/models.config`` is TF Serving's ``--model_config_file`
 ``model_version_policy { specific { versions: N } }`` (tensorflow_serving/config/
 model_server_config.proto): TF Serving then serves version N whatever is newer, and
 ``served_version`` answers N too, so the Evaluator's baseline, the warm start and the span scores
-follow the pin. Every write keeps what the file already says about other models and the pin, and
-replaces the file whole (a reader sees the old file or the new one).
+follow the pin. Release labels (``stable``, ``canary``) are the same policy listing the labelled
+versions, with ``version_labels`` naming them; there ``stable`` is the served version
+(components/releases.py). Every write keeps what the file already says about other models and
+the policy, and replaces the file whole (a reader sees the old file or the new one).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ SAVED_MODEL_FILE = "saved_model.pb"
 MODELS_CONFIG = "models.config"  # in the serving root, beside the model directories
 DOCKER_MOUNT = "/models"  # where the docker line mounts a local serving root
 STAGING_PREFIX = ".incoming-"  # not a number: TF Serving ignores it
+STABLE_LABEL, CANARY_LABEL = "stable", "canary"  # release labels in models.config (components/releases.py)
 
 
 _INT64 = 2**63
@@ -109,13 +112,15 @@ def unreadable(version_dir: str) -> str | None:
 
 
 def served_version(model_dir: str, skipped: list[tuple[int, str]] | None = None) -> int | None:
-    """The version TF Serving serves from ``model_dir``: the pinned version (if it is loadable),
-    else the highest numeric version that holds a SavedModel TF Serving can read (its default
+    """The version TF Serving serves from ``model_dir``: the one labelled ``stable``, or the pinned
+    version (if it is loadable), else the highest numeric version that holds a SavedModel TF
+    Serving can read (its default
     ``latest`` policy: a version missing ``saved_model.pb`` or with a corrupt one fails to load,
     and the one served before stays served). None: nothing served. ``skipped`` collects the
     (version, reason) of complete versions passed over as unreadable."""
     dirs = version_dirs(model_dir)
-    pinned = pinned_version(model_dir)
+    stable = release_labels(model_dir).get(STABLE_LABEL)
+    pinned = stable if stable is not None else pinned_version(model_dir)
     candidates = [pinned] if pinned is not None else list(reversed(dirs))
     for version in candidates:
         if not is_complete(model_dir, version, dirs):
@@ -179,15 +184,19 @@ def publish(staging: str, model_dir: str, version: int) -> str:
     return final
 
 
-def fingerprint(saved_model_dir: str) -> str:
-    """SHA-256 over every file's relative path and bytes: equal for byte-identical models, so a
-    model that is already served is recognised whatever version directory it sits in."""
+def fingerprint(saved_model_dir: str, ignore: tuple[str, ...] = ()) -> str:
+    """SHA-256 over every file's relative path and bytes, but the relative paths in ``ignore``
+    (a pushed version's model card): equal for byte-identical models, so a model that is already
+    served is recognised whatever version directory it sits in."""
     digest = hashlib.sha256()
     files = []
     for root, _, names in fileio.walk(saved_model_dir):
         files += [os.path.join(root, name) for name in names]
     for path in sorted(files):
-        digest.update(os.path.relpath(path, saved_model_dir).encode() + b"\0")
+        relative = os.path.relpath(path, saved_model_dir)
+        if relative in ignore:
+            continue
+        digest.update(relative.encode() + b"\0")
         with fileio.open(path, "rb") as f:
             digest.update(hashlib.sha256(f.read()).digest())
     return digest.hexdigest()
@@ -230,22 +239,40 @@ def _model_entry(config, model_name: str):
     return None
 
 
-def pinned_version(model_dir: str) -> int | None:
+def loaded_versions(model_dir: str) -> list[int]:
+    """The versions models.config names for loading (``specific``: a pin, or the versions under
+    release labels), oldest first; [] when TF Serving follows the newest version."""
     serving_root, model_name = _split(model_dir)
     entry = _model_entry(read_models_config(serving_root), model_name)
-    pinned = entry.model_version_policy.specific.versions if entry is not None else []
+    return sorted(entry.model_version_policy.specific.versions) if entry is not None else []
+
+
+def release_labels(model_dir: str) -> dict[str, int]:
+    """{label: version} of this model in models.config (components/releases.py), {} if none."""
+    serving_root, model_name = _split(model_dir)
+    entry = _model_entry(read_models_config(serving_root), model_name)
+    return dict(entry.version_labels) if entry is not None else {}
+
+
+def pinned_version(model_dir: str) -> int | None:
+    """The pin: a ``specific`` policy without release labels (with labels, ``stable`` decides)."""
+    if release_labels(model_dir):
+        return None
+    pinned = loaded_versions(model_dir)
     return max(pinned) if pinned else None
 
 
 _KEEP = object()
 
 
-def write_models_config(model_dir: str, pinned=_KEEP, afresh: bool = False) -> str:
-    """Writes (or updates) ``models.config`` for this model; ``pinned``: a version, None to
-    unpin, or left out to keep the pin as it is; ``afresh``: ignore what the file holds (a
-    corrupt file is replaced by this model's entry alone). The base path is the docker mount for
-    a local serving root and the URI itself for a bucket (what a cluster's TF Serving reads).
-    Comments and other models' entries in the file are kept (``_edited``)."""
+def write_models_config(model_dir: str, pinned=_KEEP, afresh: bool = False, labels=_KEEP) -> str:
+    """Writes (or updates) ``models.config`` for this model; ``pinned``: a version or a list of
+    versions to load (``specific``), None to follow the newest again, or left out to keep the
+    policy as it is; ``labels``: {label: version} replacing the release labels, or left out to
+    keep them; ``afresh``: ignore what the file holds (a corrupt file is replaced by this model's
+    entry alone). The base path is the docker mount for a local serving root and the URI itself
+    for a bucket (what a cluster's TF Serving reads). Comments and other models' entries in the
+    file are kept (``_edited``)."""
     from tensorflow_serving.config import model_server_config_pb2
 
     serving_root, model_name = _split(model_dir)
@@ -257,7 +284,11 @@ def write_models_config(model_dir: str, pinned=_KEEP, afresh: bool = False) -> s
     if pinned is not _KEEP:
         entry.ClearField("model_version_policy")
         if pinned is not None:
-            entry.model_version_policy.specific.versions.append(int(pinned))
+            versions = [pinned] if isinstance(pinned, int) else sorted(pinned)
+            entry.model_version_policy.specific.versions.extend(int(v) for v in versions)
+    if labels is not _KEEP:
+        entry.ClearField("version_labels")
+        entry.version_labels.update({label: int(version) for label, version in labels.items()})
     from components import object_store
 
     path = os.path.join(serving_root, MODELS_CONFIG)
@@ -331,7 +362,15 @@ def _names(block: str, model_name: str) -> bool:
 
 
 def pin(model_dir: str, version: int) -> str:
-    """Pins TF Serving to ``version``, which must be a complete pushed version."""
+    """Pins TF Serving to ``version``, which must be a complete pushed version. Not while release
+    labels exist: ``serving rollback`` moves ``stable`` (components/releases.py)."""
+    labels = release_labels(model_dir)
+    if labels:
+        named = ", ".join(f"{label} {v}" for label, v in sorted(labels.items()))
+        raise ValueError(
+            f"{model_dir} is released under labels ({named}): use `vae-mnist serving rollback --to {version}`, "
+            "or `vae-mnist serving unpin` to drop the labels first"
+        )
     if not is_complete(model_dir, version):
         known = ", ".join(map(str, versions(model_dir))) or "none"
         raise ValueError(f"{model_dir} has no complete version {version} (versions: {known})")

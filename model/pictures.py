@@ -119,6 +119,36 @@ def histogram(values: np.ndarray, title: str, bins: int = 40, size: tuple[int, i
     return image
 
 
+def curves(series: dict[str, list[float]], title: str, size: tuple[int, int] = (480, 240)) -> Image.Image:
+    """Lines of per-epoch values (e.g. training and validation -ELBO) on one y range, each in its
+    palette colour and named in the legend; the y range and epoch count labelled."""
+    width, height = size
+    margin = 40
+    values = np.array([v for line in series.values() for v in line if np.isfinite(v)] or [0.0])
+    low, high = float(values.min()), float(values.max())
+    high = high if high > low else low + 1.0
+    epochs = max((len(line) for line in series.values()), default=1)
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+
+    def point(epoch: int, value: float) -> tuple[float, float]:
+        x = margin + (width - 2 * margin) * (epoch / max(epochs - 1, 1))
+        return x, height - margin - (height - 2 * margin) * (value - low) / (high - low)
+
+    for i, (name, line) in enumerate(series.items()):
+        colour = PALETTE[(4 + i) % len(PALETTE)]
+        points = [point(e, v) for e, v in enumerate(line) if np.isfinite(v)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        draw.text((width - margin - 150, 12 + 14 * i), name, fill=colour)
+    draw.text((margin, 12), title, fill="black")
+    draw.text((4, margin - 6), f"{high:.1f}", fill="black")
+    draw.text((4, height - margin - 6), f"{low:.1f}", fill="black")
+    draw.text((margin, height - margin + 6), "epoch 1", fill="black")
+    draw.text((width - margin - 50, height - margin + 6), f"epoch {epochs}", fill="black")
+    return image
+
+
 def principal_plane(z: np.ndarray) -> tuple[np.ndarray, str]:
     """z itself when 2-D, else its projection on the first two principal components."""
     if z.shape[1] == 2:

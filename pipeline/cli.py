@@ -4,10 +4,11 @@ Commands:
 - vae-mnist data fetch [--dataset mnist] [--source auto] [--path DIR]
 - vae-mnist data spans --spans N --output DIR [--drift SPAN:KIND[=VALUE]]
 - vae-mnist run [--preset detector] [--set FIELD=VALUE] [--input-dir DIR] [--output-dir outputs] [--no-cache]
-                [--serving-root DIR|s3://...|gs://...] [--warm-start] [--accept-drift]
-- vae-mnist serving list | pin VERSION | unpin [--output-dir outputs] [--serving-root ...]
+                [--serving-root DIR|s3://...|gs://...] [--warm-start] [--accept-drift] [--release direct|canary]
+- vae-mnist serving list [--card VERSION] | promote | rollback [--to VERSION] | pin VERSION | unpin
+                 [--output-dir outputs] [--serving-root ...]
 - vae-mnist serving mirror --serving-root s3://... --to DIR [--every SECONDS]
-- vae-mnist predict [--server URL | --grpc HOST:PORT | --model-dir DIR] [--signature NAME] [--count N]
+- vae-mnist predict [--server URL | --grpc HOST:PORT | --model-dir DIR] [--label NAME] [--signature NAME] [--count N]
 - vae-mnist kubeflow compile --image IMAGE --pipeline-root gs://|s3://... --input-dir ... --serving-root ...
 """
 
@@ -32,7 +33,7 @@ from pipeline import stack
 from pipeline.beam import DEFAULT_PROFILE as DEFAULT_BEAM_PROFILE
 from pipeline.beam import PROFILES as BEAM_PROFILES
 from pipeline.beam import beam_args
-from pipeline.config import PipelineConfig
+from pipeline.config import RELEASE_POLICIES, PipelineConfig
 from pipeline.run_lock import OutputDirBusy, output_dir_lock
 
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another run holds the output directory; try again later
@@ -60,6 +61,7 @@ def _pipeline_config(args: argparse.Namespace, **fields) -> PipelineConfig:
         span_window=args.span_window,
         warm_start=args.warm_start,
         accept_drift=args.accept_drift,
+        release_policy=args.release,
         **fields,
     )
 
@@ -145,8 +147,39 @@ def _cmd_serving_list(args: argparse.Namespace) -> int:
     from pipeline import served_versions
 
     model_dir, metadata_path = _serving_model_dir(args)
+    if args.card is not None:
+        print(served_versions.card(model_dir, args.card))
+        return 0
     print(served_versions.format_versions(served_versions.pushed_versions(model_dir, metadata_path), model_dir))
     return 0
+
+
+def _release(args: argparse.Namespace, action: str) -> int:
+    """promote, rollback: the steps written in order (components/releases.py), then the labels."""
+    from components import releases
+
+    model_dir, _ = _serving_model_dir(args)
+    with output_dir_lock(args.output_dir):  # not while a run pushes
+        if action == "promote":
+            steps = releases.plan_promote(model_dir)
+        else:
+            steps = releases.plan_rollback(model_dir, args.to)
+        loading = sorted(set(steps[0].versions) - set(releases.current(model_dir).versions)) if len(steps) > 1 else []
+        if loading:
+            print(f"Loading version {loading[0]} first; the label moves once TF Serving has read that")
+        settle = releases.SETTLE_SECONDS if args.settle is None else args.settle
+        releases.apply(model_dir, steps, action, settle)
+    done = {"promote": "Promoted", "rollback": "Rolled back"}[action]
+    print(f"{done} {model_dir}: {releases.describe(model_dir)}")
+    return 0
+
+
+def _cmd_serving_promote(args: argparse.Namespace) -> int:
+    return _release(args, "promote")
+
+
+def _cmd_serving_rollback(args: argparse.Namespace) -> int:
+    return _release(args, "rollback")
 
 
 def _cmd_serving_pin(args: argparse.Namespace) -> int:
@@ -160,11 +193,16 @@ def _cmd_serving_pin(args: argparse.Namespace) -> int:
 
 
 def _cmd_serving_unpin(args: argparse.Namespace) -> int:
-    from components import serving_layout
+    """No pin and no release labels: TF Serving serves the newest version again."""
+    from components import releases, serving_layout
 
     model_dir, _ = _serving_model_dir(args)
     with output_dir_lock(args.output_dir):
-        path = serving_layout.write_models_config(model_dir, pinned=None, afresh=args.force)
+        labels = {} if args.force else serving_layout.release_labels(model_dir)
+        if labels:
+            releases.apply(model_dir, releases.plan_unpin(model_dir), "unpin")
+            print(f"Dropped the release labels ({', '.join(sorted(labels))}): requests naming them now fail")
+        path = serving_layout.write_models_config(model_dir, pinned=None, afresh=args.force, labels={})
     print(f"Unpinned {model_dir} in {path}: TF Serving serves version {serving_layout.served_version(model_dir)}")
     return 0
 
@@ -195,11 +233,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         images, labels = _test_images(args.data_root, args.count)
         request = serving.rest_request(images, args.signature, labels)
     if args.model_dir:
-        response = serving.predict_in_process(args.model_dir, request)
+        response = serving.predict_in_process(args.model_dir, request, label=args.label)
     elif args.grpc:
-        response = serving.predict_grpc(args.grpc, args.model_name, request, timeout=args.timeout)
+        response = serving.predict_grpc(args.grpc, args.model_name, request, timeout=args.timeout, label=args.label)
     else:
-        response = serving.predict_rest(args.server, args.model_name, request, timeout=args.timeout)
+        response = serving.predict_rest(args.server, args.model_name, request, timeout=args.timeout, label=args.label)
     print(json.dumps(_strict_json(response), sort_keys=True) if args.full else _brief(response))
     return 0
 
@@ -315,6 +353,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         "--accept-drift", action="store_true", help="let a span the drift gate would stop through, for this run"
     )
     parser.add_argument(
+        "--release",
+        default=_default("release_policy"),
+        choices=RELEASE_POLICIES,
+        help="a blessed model is served (direct) or labelled canary beside stable (default: %(default)s)",
+    )
+    parser.add_argument(
         "--bound",
         action="append",
         metavar="FIELD=VALUE",
@@ -382,16 +426,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--beam-arg", action="append", help="a Beam pipeline argument, repeatable (replaces the profile)")
     run.set_defaults(func=_cmd_run)
 
-    serving_parser = commands.add_parser("serving", help="pushed versions: list them, pin one, unpin")
+    serving_parser = commands.add_parser(
+        "serving", help="pushed versions: list them, release labels (promote, rollback), pin, unpin"
+    )
     serving_commands = serving_parser.add_subparsers(dest="serving_command", required=True)
     for name, func, help_text in (
-        ("list", _cmd_serving_list, "the pushed versions with their evaluation from ML Metadata"),
+        ("list", _cmd_serving_list, "the pushed versions, their labels and evaluation (ML Metadata)"),
+        ("promote", _cmd_serving_promote, "the canary becomes stable; the old stable is unloaded"),
+        ("rollback", _cmd_serving_rollback, "stable goes back to the stable version before it"),
         ("pin", _cmd_serving_pin, "make TF Serving serve VERSION (models.config), whatever is newer"),
-        ("unpin", _cmd_serving_unpin, "serve the newest version again"),
+        ("unpin", _cmd_serving_unpin, "no pin, no labels: serve the newest version again"),
     ):
         command = serving_commands.add_parser(name, help=help_text)
+        if name == "list":
+            command.add_argument(
+                "--card", type=_positive_int, metavar="VERSION", help="print that version's model card"
+            )
         if name == "pin":
             command.add_argument("version", type=_positive_int, help="a pushed version (see: vae-mnist serving list)")
+        if name == "rollback":
+            command.add_argument(
+                "--to", type=_positive_int, metavar="VERSION", help="this version, not the previous stable"
+            )
+        if name in ("promote", "rollback"):
+            command.add_argument(
+                "--settle",
+                type=float,
+                help="seconds between loading a version and moving a label onto it "
+                "(default: TF Serving's config poll + 5; 0 when no TF Serving is running)",
+            )
         if name == "unpin":
             command.add_argument(
                 "--force", action="store_true", help="write models.config afresh (a corrupt one; other entries go)"
@@ -416,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--grpc", metavar="HOST:PORT", help="TF Serving gRPC address, e.g. localhost:8500")
     target.add_argument("--model-dir", help="the pushed model (<serving_root>/<model_name>, or one version)")
     predict.add_argument("--model-name", default=_default("model_name"))
+    predict.add_argument(
+        "--label", help="the version a release label names (stable, canary); default: the newest loaded"
+    )
     predict.add_argument("--signature", default="serving_default")
     predict.add_argument("--request", help="a JSON file in TF Serving's REST format (default: MNIST test images)")
     predict.add_argument("--count", type=_positive_int, default=3, help="how many MNIST test images to send")

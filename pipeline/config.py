@@ -23,6 +23,7 @@ ENV_PREFIX = "VAE_MNIST_"
 _PATH_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # The data stages are Beam pipelines; locally the DirectRunner in-process (see pipeline/beam.py).
 DEFAULT_BEAM_ARGS = beam_args(DEFAULT_PROFILE)
+RELEASE_POLICIES = ("direct", "canary")  # PipelineConfig.release_policy
 
 
 def _absolute(path: str) -> str:
@@ -73,6 +74,12 @@ class PipelineConfig:
     # Pushed models: <serving_root>/<model_name>/<version>/, the layout TF Serving reads.
     model_name: str = "vae-mnist"
     serving_root: str | None = None  # default: <output_dir>/serving
+    # What a push of a blessed model does (components/releases.py): "direct" serves it (TF Serving
+    # follows the newest version, unless pinned); "canary" labels it canary beside the stable one.
+    release_policy: str = "direct"
+    # Seconds between a models.config write that loads a version and one that moves a label onto
+    # it (TF Serving must have read the first); None: releases.SETTLE_SECONDS (its poll + 5 s).
+    release_settle_seconds: float | None = None
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     enable_cache: bool = True
 
@@ -114,6 +121,10 @@ class PipelineConfig:
             )
         if not 0 < self.validation_fraction < 0.5:
             raise ValueError(f"PipelineConfig.validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
+        if self.release_policy not in RELEASE_POLICIES:
+            raise ValueError(
+                f"PipelineConfig.release_policy must be {' or '.join(RELEASE_POLICIES)}, got {self.release_policy!r}"
+            )
         if self.span_window < 1:
             raise ValueError(f"PipelineConfig.span_window must be positive, got {self.span_window}")
         if self.records_per_shard < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 from ml_metadata.proto import metadata_store_pb2
@@ -23,6 +24,22 @@ from components.served_model import ServedModel
 from components.span_scores import SpanScores
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import eval_config
+
+
+def code_revision() -> str:
+    """The code a run ran, for the model card: ``git describe`` of this checkout (``-dirty`` with
+    uncommitted changes), or the installed package's version outside a checkout (an image)."""
+    import subprocess
+    from importlib import metadata
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isdir(os.path.join(repo, ".git")):
+        described = subprocess.run(
+            ["git", "-C", repo, "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True, text=True
+        )
+        if described.returncode == 0:
+            return described.stdout.strip()
+    return f"vae-mnist {metadata.version('vae-mnist')}"
 
 
 def create_pipeline(
@@ -116,6 +133,20 @@ def create_pipeline(
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_model_dir)
         ),
+        release={
+            "policy": config.release_policy,
+            "settle_seconds": config.release_settle_seconds,
+            # What the model card names besides the artifacts (components/model_card.py).
+            "preset": config.preset,
+            "dataset": config.dataset,
+            "pipeline_name": config.pipeline_name,
+            "model_name": config.model_name,
+            "code_revision": code_revision(),
+        },
+        examples=example_gen.outputs["examples"],
+        model_run=trainer.outputs["model_run"],
+        evaluation=evaluator.outputs["evaluation"],
+        baseline_model=served_model.outputs["model"],
     )
 
     return tfx_pipeline.Pipeline(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shlex
 import urllib.error
 import urllib.request
@@ -22,32 +23,51 @@ REST_PORT, GRPC_PORT = 8501, 8500
 
 
 MAX_RESPONSE_BYTES = 256 << 20  # a REST answer larger than this is not TF Serving's to our requests
-CONFIG_POLL_SECONDS = 30  # TF Serving re-reads models.config this often: a pin takes effect by then
+LABEL_PATTERN = r"[a-zA-Z0-9_]+"  # TF Serving's rule for a version label (g3doc/serving_config.md)
 
 
 def docker_command(serving_root: str) -> str:
     """The line to paste into a shell: the mount is quoted, so a path with spaces stays one
-    argument; TF Serving re-reads models.config, so ``vae-mnist serving pin`` needs no restart."""
+    argument; TF Serving re-reads models.config, so ``vae-mnist serving pin`` and ``promote``
+    need no restart; a labelled models.config needs the unavailable-labels flag at start-up
+    (components/releases.py, rule 2)."""
+    from components.releases import CONFIG_POLL_SECONDS
     from components.serving_layout import DOCKER_MOUNT, MODELS_CONFIG
 
     return (
         f"docker run --rm -p {GRPC_PORT}:{GRPC_PORT} -p {REST_PORT}:{REST_PORT} "
         f"-v {shlex.quote(f'{serving_root}:{DOCKER_MOUNT}')} tensorflow/serving "
         f"--model_config_file={DOCKER_MOUNT}/{MODELS_CONFIG} "
-        f"--model_config_file_poll_wait_seconds={CONFIG_POLL_SECONDS}"
+        f"--model_config_file_poll_wait_seconds={CONFIG_POLL_SECONDS} "
+        "--allow_version_labels_for_unavailable_models"
     )
 
 
-def latest_version_dir(model_dir: str) -> str:
-    """A SavedModel directory as given, or the version TF Serving serves from below it."""
-    from components.serving_layout import SAVED_MODEL_FILE, served_version, version_path  # TFX's fileio: heavy
+def latest_version_dir(model_dir: str, label: str | None = None) -> str:
+    """A SavedModel directory as given, or the version TF Serving answers from below it: the
+    labelled one, or without a label the newest loaded (ServableRequest::Latest; with a canary
+    loaded, the canary)."""
+    from components import serving_layout  # TFX's fileio: heavy
 
-    if os.path.exists(os.path.join(model_dir, SAVED_MODEL_FILE)):
+    if os.path.exists(os.path.join(model_dir, serving_layout.SAVED_MODEL_FILE)):
+        if label:
+            raise rest_dialect.RequestError(
+                f"--label needs a model directory with versions, not one SavedModel ({model_dir})"
+            )
         return model_dir
-    version = served_version(model_dir)
+    labels = serving_layout.release_labels(model_dir)
+    if label:
+        if label not in labels:  # TF Serving's words for it (server_core.cc, GetModelVersionForLabel)
+            known = ", ".join(sorted(labels)) or "none"
+            raise rest_dialect.RequestError(f"Unrecognized servable version label: {label} (labels: {known})")
+        version = labels[label]
+    elif labels:
+        version = max(serving_layout.loaded_versions(model_dir))
+    else:
+        version = serving_layout.served_version(model_dir)
     if version is None:
         raise FileNotFoundError(f"{model_dir} holds no SavedModel and no numeric version directories")
-    return version_path(model_dir, version)
+    return serving_layout.version_path(model_dir, version)
 
 
 # The signatures whose input is serialized tf.Examples (``examples``; model/export.py); the others
@@ -70,10 +90,17 @@ def rest_request(images: np.ndarray, signature: str = "serving_default", labels:
     return {"signature_name": signature, "instances": [{"image": row.tolist()} for row in images]}
 
 
-def predict_rest(server: str, model_name: str, request: dict, timeout: float = 30.0) -> dict:
-    """TF Serving's REST predict. Whatever the server does (an error, HTML, another JSON shape,
-    silence) ends in one line that names the URL."""
-    url = f"{server.rstrip('/')}/v1/models/{model_name}:predict"
+def check_label(label: str | None) -> str | None:
+    if label is not None and not re.fullmatch(LABEL_PATTERN, label):
+        raise rest_dialect.RequestError(f"a version label is letters, digits and '_' ({LABEL_PATTERN}), not {label!r}")
+    return label
+
+
+def predict_rest(server: str, model_name: str, request: dict, timeout: float = 30.0, label: str | None = None) -> dict:
+    """TF Serving's REST predict, of the version ``label`` names if given. Whatever the server
+    does (an error, HTML, another JSON shape, silence) ends in one line that names the URL."""
+    where = f"/labels/{check_label(label)}" if label else ""
+    url = f"{server.rstrip('/')}/v1/models/{model_name}{where}:predict"
     body = json.dumps(request).encode()
     http_request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
@@ -105,8 +132,9 @@ def predict_rest(server: str, model_name: str, request: dict, timeout: float = 3
     return answer
 
 
-def predict_grpc(target: str, model_name: str, request: dict, timeout: float = 30.0) -> dict:
-    """Sends a REST-format request over gRPC and answers in REST format.
+def predict_grpc(target: str, model_name: str, request: dict, timeout: float = 30.0, label: str | None = None) -> dict:
+    """Sends a REST-format request over gRPC (to the version ``label`` names: ModelSpec's
+    ``version_label``) and answers in REST format.
 
     The input dtypes come from the server (GetModelMetadata), as TF Serving's REST front end
     takes them from the model, so the request is converted by the same rules.
@@ -121,6 +149,8 @@ def predict_grpc(target: str, model_name: str, request: dict, timeout: float = 3
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
             metadata_request.model_spec.name = model_name
+            if check_label(label):
+                metadata_request.model_spec.version_label = label
             signatures = get_model_metadata_pb2.SignatureDefMap()
             stub.GetModelMetadata(metadata_request, timeout).metadata["signature_def"].Unpack(signatures)
             if name not in signatures.signature_def:
@@ -130,6 +160,8 @@ def predict_grpc(target: str, model_name: str, request: dict, timeout: float = 3
             grpc_request = predict_pb2.PredictRequest()
             grpc_request.model_spec.name = model_name
             grpc_request.model_spec.signature_name = name
+            if label:
+                grpc_request.model_spec.version_label = label
             for key, value in tensors.items():
                 grpc_request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=inputs[key]))
             answer = stub.Predict(grpc_request, timeout)
@@ -146,13 +178,14 @@ def _no_signature(name: str, signatures) -> str:
     return f"the model has no signature {name!r}; it has {', '.join(sorted(signatures))}"
 
 
-def predict_in_process(model_dir: str, request: dict) -> dict:
+def predict_in_process(model_dir: str, request: dict, label: str | None = None) -> dict:
     """Answers a TF Serving REST request from the SavedModel on disk, as TF Serving would: the
-    same request rules, the same response format, and a model error as one line."""
+    same request rules, the same response format, the version a label names (models.config),
+    and a model error as one line."""
     import tensorflow as tf
 
     name = rest_dialect.signature_name(request)
-    model = _loaded(latest_version_dir(model_dir))
+    model = _loaded(latest_version_dir(model_dir, check_label(label)))
     if name not in model.signatures:
         raise rest_dialect.RequestError(_no_signature(name, model.signatures))
     signature = model.signatures[name]

@@ -49,7 +49,7 @@ def _plain(value):
         except ValueError:
             return value.replace(REPO, "<repo>")
     if isinstance(value, dict):
-        return {k: "<per run>" if k == "lookup_nonce" else _plain(v) for k, v in value.items()}
+        return {k: "<per run>" if k in ("lookup_nonce", "code_revision") else _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
