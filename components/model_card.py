@@ -104,13 +104,12 @@ def _training_section(record: dict | None) -> list[str]:
     if not record:
         return ["## Training", "", "No training record.", ""]
     epochs, best = record["epochs"], record.get("best_epoch") or {}
-    seconds = sum(e["seconds"] for e in epochs)
-    lines = ["## Training", "", f"{len(epochs)} epochs in {seconds:.1f} s"]
+    phases = record.get("phase_seconds") or {}
+    lines = ["## Training", "", f"{epochs[-1]['epoch'] if epochs else 0} epochs"]
     if "val_neg_elbo" in best:
         lines[-1] += f"; best epoch {best['epoch']}: validation -ELBO {best['val_neg_elbo']:.2f} nats"
     if record.get("warm_start"):
         lines[-1] += f"; weights: {record['warm_start']}"
-    phases = record.get("phase_seconds") or {}
     if phases:
         lines += ["", "Phases (s): " + ", ".join(f"{name} {value:.1f}" for name, value in phases.items())]
     return lines + ["", f"![training curves]({CURVES_PNG})", ""]

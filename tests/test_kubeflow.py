@@ -30,6 +30,7 @@ from pipeline import kubeflow_runner as runner
 from pipeline.config import PipelineConfig
 from pipeline.kubeflow_runner import ClusterConfig, compile_pipeline, executor_of
 from pipeline.pipeline import create_pipeline
+from tests import k8s_schema
 from tests.helpers import REPO
 
 IMAGE, GPU_IMAGE = "registry.example/vae-mnist:0.1.0", "registry.example/vae-mnist:0.1.0-gpu"
@@ -357,6 +358,27 @@ def test_serving_manifests():
         patch = yaml.safe_load(f)
     [gpu_container] = patch["spec"]["template"]["spec"]["containers"]
     assert gpu_container["name"] == container["name"] and gpu_container["resources"]["limits"] == {"nvidia.com/gpu": 1}
+
+
+def test_the_serving_manifests_pass_kubernetes_schemas():
+    """What `kubectl apply --validate=strict` checks: every field known, typed, and required ones
+    present (tests/k8s_schema.py); the GPU patch as a partial Deployment."""
+    serving = os.path.join(REPO, "kubeflow", "serving")
+    for name in ("tf-serving.yaml", "tf-serving-s3.yaml"):
+        with open(os.path.join(serving, name)) as f:
+            for document in yaml.safe_load_all(f):
+                k8s_schema.check_core(document)
+    with open(os.path.join(serving, "gpu-patch.yaml")) as f:
+        k8s_schema.check_core({"apiVersion": "apps/v1", "kind": "Deployment", **yaml.safe_load(f)}, partial=True)
+    with open(os.path.join(serving, "tf-serving.yaml")) as f:
+        deployment, _ = yaml.safe_load_all(f)
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGets"] = {}
+    with pytest.raises(ValueError, match=r"containers\[0\]\.readinessProbe\.httpGets: unknown field"):
+        k8s_schema.check_core(deployment)
+    del deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGets"]
+    del deployment["spec"]["selector"]
+    with pytest.raises(ValueError, match="selector"):
+        k8s_schema.check_core(deployment)
 
 
 def test_the_s3_serving_manifest_mirrors_the_bucket_for_tf_serving():

@@ -1,0 +1,315 @@
+"""A release as a team runs it, through `vae-mnist`: run 1 pushes and serves; run 2
+(``--release canary``) pushes a canary beside it; both load the way TF Serving loads them and
+answer by label; promote; rollback; and after every step models.config parses as TF Serving's
+ModelServerConfig, with a hand-written comment and another model's entry kept. Then the model
+card each push wrote: every number in it is one the run recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+from tfx.utils import path_utils
+
+from components import model_card, releases, serving_layout
+from components.evaluator import evaluation_config, slice_metrics
+from components.idx_example_gen import INGESTED_KEY, serialize_examples
+from components.served_model import SERVED_VERSION_KEY
+from model.export import read_exported_config
+from model.training_record import read_training_record
+from pipeline import cli, local_runner
+from pipeline.config import PipelineConfig
+from tests import k8s_schema
+from tests.helpers import REPO, read_idx_dataset, run_like_tf_serving
+
+HAND_WRITTEN = "# written by hand: TF Serving ignores comments, and so must every rewrite\n"
+OTHER_MODEL = 'config {\n    name: "other"\n    base_path: "/models/other"\n    model_platform: "tensorflow"\n  }'
+
+
+@dataclasses.dataclass
+class Command:
+    code: int
+    out: str
+    err: str
+
+
+def vae_mnist(*argv: str) -> Command:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(argv))
+    return Command(code, out.getvalue(), err.getvalue())
+
+
+@dataclasses.dataclass
+class Release:
+    config: PipelineConfig
+    flags: list[str]
+    first: int  # run 1's version
+    canary: int  # run 2's
+    runs: dict[str, Command]
+    components: dict  # run 2's ComponentRuns
+    configs: list[str]  # models.config after each step, in order
+
+
+def models_config(config: PipelineConfig) -> str:
+    with open(os.path.join(config.serving_root, serving_layout.MODELS_CONFIG)) as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory, small_mnist) -> Release:
+    output = str(tmp_path_factory.mktemp("release_flow"))
+    config = PipelineConfig(input_dir=small_mnist, output_dir=output)
+    flags = ["--input-dir", small_mnist, "--output-dir", output, "--preset", "smoke"]
+    runs = {"first": vae_mnist("run", *flags, "--set", "epochs=3")}
+    [first] = serving_layout.versions(config.serving_model_dir)
+    text = models_config(config).replace("model_config_list {\n", "model_config_list {\n  " + OTHER_MODEL + "\n", 1)
+    with open(os.path.join(config.serving_root, serving_layout.MODELS_CONFIG), "w") as f:
+        f.write(HAND_WRITTEN + text)
+    configs = [models_config(config)]
+    runs["canary"] = vae_mnist("run", *flags, "--set", "epochs=6", "--release", "canary")
+    components = local_runner.last_run(config)
+    [canary] = set(serving_layout.versions(config.serving_model_dir)) - {first}
+    configs.append(models_config(config))
+    return Release(config, flags, first, canary, runs, components, configs)
+
+
+def parsed(text: str):
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(text, config)
+    return {entry.name: entry for entry in config.model_config_list.config}
+
+
+def assert_tf_serving_reads(text: str, labels: dict[str, int], loaded: list[int]) -> None:
+    """models.config as TF Serving parses it: our entry's labels and policy, the other model and
+    the comment as they were."""
+    entries = parsed(text)
+    assert text.startswith(HAND_WRITTEN) and entries["other"].base_path == "/models/other"
+    ours = entries["vae-mnist"]
+    assert dict(ours.version_labels) == labels
+    assert sorted(ours.model_version_policy.specific.versions) == loaded
+
+
+def serving_command(release: Release, *argv: str) -> Command:
+    return vae_mnist("serving", *argv, "--output-dir", release.config.output_dir)
+
+
+def scores_by_label(release: Release, label: str, images: np.ndarray) -> list[float]:
+    """-ELBO of each image, from the in-process client addressing ``label`` as TF Serving would."""
+    request = os.path.join(release.config.output_dir, "request.json")
+    with open(request, "w") as f:
+        json.dump({"instances": [{"image": row.tolist()} for row in images]}, f)
+    answer = vae_mnist(
+        "predict", "--model-dir", release.config.serving_model_dir, "--label", label, "--request", request, "--full"
+    )
+    assert answer.code == 0, answer.err
+    return [row["neg_elbo"] for row in json.loads(answer.out)["predictions"]]
+
+
+def served_scores(version_dir: str, images: np.ndarray) -> np.ndarray:
+    records = np.array(serialize_examples(images, np.zeros(len(images), np.int64)), dtype=object)
+    return run_like_tf_serving(version_dir, "score_tf_example", {"examples": records})["neg_elbo"]
+
+
+def test_a_canary_is_pushed_beside_the_stable_version_and_each_answers_by_its_label(release, small_mnist):
+    assert release.runs["first"].code == 0 and release.runs["canary"].code == 0, release.runs["canary"].err
+    canary_run = release.runs["canary"].out
+    assert f"Pushed: {release.config.serving_model_dir}/{release.canary}" in canary_run
+    assert f"labelled canary beside stable version {release.first}" in canary_run
+    assert_tf_serving_reads(
+        release.configs[-1], {"stable": release.first, "canary": release.canary}, [release.first, release.canary]
+    )
+    # The pipeline's "served" (the next run's baseline, warm start, span scores) is stable.
+    assert serving_layout.served_version(release.config.serving_model_dir) == release.first
+
+    images = read_idx_dataset(small_mnist)["eval"][0][:4].reshape(4, -1)
+    for label, version in (("stable", release.first), ("canary", release.canary)):
+        version_dir = serving_layout.version_path(release.config.serving_model_dir, version)
+        expected = served_scores(version_dir, images)  # loaded as TF Serving's C++ loader does
+        np.testing.assert_allclose(scores_by_label(release, label, images), expected, rtol=1e-4)
+    assert not np.allclose(scores_by_label(release, "stable", images), scores_by_label(release, "canary", images))
+    unknown = vae_mnist("predict", "--model-dir", release.config.serving_model_dir, "--label", "beta")
+    assert unknown.code == 2 and "Unrecognized servable version label: beta (labels: canary, stable)" in unknown.err
+
+    listed = serving_command(release, "list").out.splitlines()
+    assert any(line.startswith(str(release.first)) and line.endswith("SERVED [stable]") for line in listed)
+    assert any(line.startswith(str(release.canary)) and line.endswith("[canary]") for line in listed)
+    assert f"requests without a label get version {release.canary} (the newest loaded)" in listed[-1]
+
+
+def test_promote_then_rollback_moves_stable_in_the_order_tf_serving_accepts(release):
+    model_dir = release.config.serving_model_dir
+    first, canary = release.first, release.canary
+    promoted = serving_command(release, "promote", "--settle", "0")
+    assert promoted.code == 0 and f"Promoted {model_dir}: labels: stable {canary};" in promoted.out
+    assert_tf_serving_reads(models_config(release.config), {"stable": canary}, [canary])
+
+    # Version `first` is not loaded any more: the rollback loads it, waits, then moves the label.
+    before = len(releases.history(model_dir))
+    rolled = serving_command(release, "rollback", "--settle", "1")
+    assert rolled.code == 0, rolled.err
+    assert (
+        f"Loading version {first} first" in rolled.out
+        and f"Rolled back {model_dir}: labels: stable {first};" in rolled.out
+    )
+    loading, moved = releases.history(model_dir)[before:]
+    assert (loading["loaded"], loading["labels"]) == ([first, canary], {"stable": canary})
+    assert (moved["loaded"], moved["labels"]) == ([first], {"stable": first})
+    assert moved["time"] - loading["time"] >= 1.0
+    assert_tf_serving_reads(models_config(release.config), {"stable": first}, [first])
+
+    again = serving_command(release, "rollback", "--settle", "0")
+    assert again.code == 2 and f"no stable version before {first} is recorded" in again.err
+    pinned = serving_command(release, "pin", str(canary))
+    assert pinned.code == 2 and f"use `vae-mnist serving rollback --to {canary}`" in pinned.err
+    unpinned = serving_command(release, "unpin")
+    assert unpinned.code == 0 and "Dropped the release labels (stable)" in unpinned.out
+    assert_tf_serving_reads(models_config(release.config), {}, [])
+    assert serving_layout.served_version(model_dir) == canary  # the newest again
+
+
+def test_the_tf_serving_manifests_and_the_docker_line_allow_labels_at_start_up(release):
+    """A restarted server reads labels before it has loaded anything (components/releases.py)."""
+    from pipeline import serving
+
+    flag = "--allow_version_labels_for_unavailable_models"
+    assert serving.docker_command(release.config.serving_root).endswith(flag)
+    assert flag in release.runs["first"].out  # the "Serve it" line
+    for name in ("tf-serving.yaml", "tf-serving-s3.yaml"):
+        with open(os.path.join(REPO, "kubeflow", "serving", name)) as f:
+            deployment, _ = yaml.safe_load_all(f)
+        assert flag in deployment["spec"]["template"]["spec"]["containers"][-1]["args"]
+
+
+def test_the_kserve_manifests_serve_one_pushed_version_per_revision(release, tmp_path):
+    """KServe's CRD schema accepts the manifests filled with real versions, and the layout its
+    storage initializer makes of them (a version directory at /mnt/models/<version>) is a base
+    path TF Serving loads that version from."""
+    schema = k8s_schema.inference_service_schema()
+    with open(os.path.join(REPO, "kubeflow", "serving", "kserve-inferenceservice.yaml")) as f:
+        stable = yaml.safe_load(f.read().replace("STABLE_VERSION", str(release.first)))
+    with open(os.path.join(REPO, "kubeflow", "serving", "kserve-canary-patch.yaml")) as f:
+        patch = yaml.safe_load(f.read().replace("CANARY_VERSION", str(release.canary)))
+    k8s_schema.check_openapi(stable, schema)
+    canary = json.loads(json.dumps(stable))
+    canary["spec"]["predictor"].update(patch["spec"]["predictor"])  # kubectl patch --type merge
+    k8s_schema.check_openapi(canary, schema)
+    assert canary["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    model = stable["spec"]["predictor"]["model"]
+    assert model["runtime"] == "kserve-tensorflow-serving" and model["runtimeVersion"] == "2.16.1"
+    for document, version in ((stable, release.first), (canary, release.canary)):
+        [storage] = document["spec"]["predictor"]["storageUris"]
+        assert storage["uri"].endswith(f"/serving/vae-mnist/{version}")
+        mnt = tmp_path / str(version) / "mnt" / "models"  # what the storage initializer writes
+        shutil.copytree(
+            serving_layout.version_path(release.config.serving_model_dir, version),
+            str(mnt / storage["mountPath"].rsplit("/", 1)[1]),
+        )
+        assert serving_layout.served_version(str(mnt)) == version  # TF Serving's --model_base_path=/mnt/models
+    with pytest.raises(ValueError, match="canaryTrafficPercent: must be of type integer"):
+        k8s_schema.check_openapi(
+            {**canary, "spec": {"predictor": {**canary["spec"]["predictor"], "canaryTrafficPercent": "10%"}}}, schema
+        )
+    with pytest.raises(ValueError, match=r"\.spec\.predictor\.model\.runtimeVersions: unknown field"):
+        broken = json.loads(json.dumps(stable))
+        broken["spec"]["predictor"]["model"]["runtimeVersions"] = "2.16.1"
+        k8s_schema.check_openapi(broken, schema)
+
+
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?%?")
+
+
+def recorded_numbers(release: Release) -> list[float]:
+    """Every number run 2 recorded where the card could have read it: ML Metadata's artifacts
+    and properties, the exported vae_config.json, training_record.json, the evaluation's metrics
+    of both models and its eval_config.json."""
+    found: list[float] = []
+
+    def collect(value) -> None:
+        if isinstance(value, bool):
+            return
+        if isinstance(value, (int, float)):
+            found.append(float(value))
+        elif isinstance(value, str):
+            found.extend(float(n) for n in re.findall(r"\d+(?:\.\d+)?", value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                collect(key)
+                collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+
+    components = release.components
+    examples = components["IdxExampleGen"].output("examples")
+    collect(json.loads(examples.custom_properties[INGESTED_KEY].string_value))
+    model = components["Trainer"].output("model")
+    collect(read_exported_config(path_utils.serving_model_path(model.uri)))
+    collect(read_training_record(components["Trainer"].output("model_run").uri))
+    evaluation = components["Evaluator"].output("evaluation").uri
+    collect(slice_metrics(evaluation))
+    collect(slice_metrics(evaluation, "baseline"))
+    collect(evaluation_config(evaluation))
+    collect(components["ServedModel"].output("model").custom_properties[SERVED_VERSION_KEY].int_value)
+    collect(components["Pusher"].output("pushed_model").custom_properties["pushed_version"].string_value)
+    return found
+
+
+def matches(token: str, recorded: list[float]) -> bool:
+    """The token is some recorded number as the card prints it (its decimals, or as a percent)."""
+    percent = token.endswith("%")
+    text = token.rstrip("%")
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    value = float(text)
+    for number in recorded:
+        shown = number * 100 if percent else number
+        if abs(round(shown, decimals) - value) < 10**-decimals / 2 + 1e-9:
+            return True
+    return False
+
+
+def test_every_number_on_the_model_card_is_one_the_run_recorded(release):
+    version_dir = serving_layout.version_path(release.config.serving_model_dir, release.canary)
+    card = model_card.read(version_dir)
+    printed = serving_command(release, "list", "--card", str(release.canary))
+    assert printed.code == 0 and printed.out.rstrip("\n") == card.rstrip("\n")
+    for section in ("## Data", "## Settings", "## Training", "## Evaluation", "## Anomaly detection", "## Lineage"):
+        assert section in card
+    assert f"against the served version {release.first}: -ELBO -" in card  # it beat the served model
+    assert os.path.getsize(os.path.join(version_dir, "assets.extra", model_card.CURVES_PNG)) > 1000
+
+    # What is not a measurement: the push time (the version number as a date), paths, digests,
+    # the run id and the code revision (in backticks, unless they are a recorded JSON value).
+    text = re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "", card)
+    text = re.sub(r"`([^`]*)`", lambda m: m.group(1) if _is_json(m.group(1)) else "", text)
+    text = text.replace("SHA-256", "")
+    tokens = NUMBER.findall(text)
+    assert len(tokens) > 100
+    recorded = recorded_numbers(release)
+    unmatched = [token for token in tokens if not matches(token, recorded)]
+    assert not unmatched, f"numbers on the card that the run did not record: {unmatched[:10]}"
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_a_tampered_card_number_is_caught(release):
+    """The check above can fail: a number the run never recorded is found."""
+    recorded = recorded_numbers(release)
+    assert matches("0.5%", [0.005]) and not matches("123.457", recorded)
