@@ -17,10 +17,11 @@ lookup. ``serving list --card VERSION`` prints the card.
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 
-import tensorflow as tf
+from tfx.dsl.io import fileio
 from tfx.utils import path_utils
 
 from components import datasets
@@ -233,26 +234,30 @@ def write(
         *([f"- served model compared with: version {baseline_version}"] if baseline_version else []),
         "",
     ]
-    tf.io.gfile.makedirs(assets_dir)
+    # Through TFX's fileio, not tf.io.gfile: the staging directory may be in S3, which only our
+    # fileio plugin writes (components/object_store.py).
+    fileio.makedirs(assets_dir)
     card = os.path.join(assets_dir, CARD_FILE)
-    with tf.io.gfile.GFile(card, "w") as f:
-        f.write("\n".join(lines))
+    with fileio.open(card, "wb") as f:
+        f.write("\n".join(lines).encode())
     written = [card]
     if record:
         series = {
             name: [e[key] for e in record["epochs"] if key in e]
             for name, key in (("training -ELBO", "neg_elbo"), ("validation -ELBO", "val_neg_elbo"))
         }
-        written.append(
-            pictures.save(pictures.curves(series, "-ELBO per epoch (nats)"), os.path.join(assets_dir, CURVES_PNG))
-        )
+        png = io.BytesIO()
+        pictures.curves(series, "-ELBO per epoch (nats)").save(png, format="PNG", optimize=True)
+        with fileio.open(os.path.join(assets_dir, CURVES_PNG), "wb") as f:
+            f.write(png.getvalue())
+        written.append(os.path.join(assets_dir, CURVES_PNG))
     return written
 
 
 def read(version_dir: str) -> str | None:
     """The card of a pushed version, or None for a version pushed without one."""
     path = os.path.join(version_dir, EXTRA_DIR, CARD_FILE)
-    if not tf.io.gfile.exists(path):
+    if not fileio.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        return f.read()
+    with fileio.open(path, "rb") as f:
+        return f.read().decode()

@@ -222,7 +222,7 @@ def push_lines(pusher: ComponentRun, serving_model_dir: str) -> list[str]:
     if pushed and _custom(pushed, "pushed") == 1:
         lines = [f"Pushed: {_custom(pushed, 'pushed_destination')}"]
         labels = json.loads(_custom(pushed, LABELS_KEY) or "{}")
-        version = int(_custom(pushed, "pushed_version"))
+        version = int(_custom(pushed, "pushed_version") or 0)
         if labels.get("canary") == version:
             lines.append(
                 f"  labelled canary beside stable version {labels['stable']} "

@@ -18,7 +18,7 @@ import pytest
 from tfx import v1 as tfx
 from tfx.orchestration.pipeline import RunOptions
 
-from components import serving_layout
+from components import model_card, serving_layout
 from pipeline import local_runner
 from pipeline.config import PipelineConfig
 from tests.helpers import REPO, SMALL_RUN, served_files, states, store_of
@@ -114,6 +114,8 @@ def test_the_next_run_cleans_up_and_pushes(push_attempts):
     # The archive ML Metadata points to, the served version and the Trainer's model are one model.
     [trained] = glob.glob(os.path.join(config.pipeline_root, "Trainer", "model", "*", "Format-Serving"))
     assert serving_layout.fingerprint(pushed.uri) == serving_layout.fingerprint(new_dir)
-    assert serving_layout.fingerprint(new_dir) == serving_layout.fingerprint(trained)
+    # The served version is the trained model plus its model card.
+    assert serving_layout.fingerprint(new_dir, ignore=model_card.CARD_FILES) == serving_layout.fingerprint(trained)
+    assert serving_layout.fingerprint(new_dir) != serving_layout.fingerprint(trained)
     old_dir = os.path.join(config.serving_model_dir, "1")
     assert serving_layout.fingerprint(new_dir) != serving_layout.fingerprint(old_dir)
