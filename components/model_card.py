@@ -96,8 +96,11 @@ def _settings_section(exported: dict, settings: dict) -> list[str]:
         f"Preset `{settings.get('preset', '?')}`, release policy `{settings.get('policy', '?')}`.",
         "",
     ]
-    lines += ["| setting | value |", "| --- | --- |"]
+    lines += ["| setting (the model's, then the pipeline's) | value |", "| --- | --- |"]
     lines += [f"| {name} | `{json.dumps(value)}` |" for name, value in sorted(exported.get("config", {}).items())]
+    lines += [
+        f"| {name} | `{json.dumps(value)}` |" for name, value in sorted(settings.get("pipeline_settings", {}).items())
+    ]
     return lines + [""]
 
 

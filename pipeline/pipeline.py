@@ -142,6 +142,18 @@ def create_pipeline(
             "pipeline_name": config.pipeline_name,
             "model_name": config.model_name,
             "code_revision": code_revision(),
+            "pipeline_settings": {
+                name: getattr(config, name)
+                for name in (
+                    "validation_fraction",
+                    "span_window",
+                    "warm_start",
+                    "accept_drift",
+                    "regression_tolerance_nats",
+                    "regression_tolerance_fraction",
+                    "min_eval_images_per_digit",
+                )
+            },
         },
         examples=example_gen.outputs["examples"],
         model_run=trainer.outputs["model_run"],

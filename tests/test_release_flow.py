@@ -25,13 +25,14 @@ from tfx.utils import path_utils
 from components import model_card, releases, serving_layout
 from components.evaluator import evaluation_config, slice_metrics
 from components.idx_example_gen import INGESTED_KEY, serialize_examples
+from components.pusher import RELEASE_KEY
 from components.served_model import SERVED_VERSION_KEY
 from model.export import read_exported_config
 from model.training_record import read_training_record
 from pipeline import cli, local_runner
 from pipeline.config import PipelineConfig
 from tests import k8s_schema
-from tests.helpers import REPO, read_idx_dataset, run_like_tf_serving
+from tests.helpers import REPO, read_idx_dataset, run_like_tf_serving, store_of
 
 HAND_WRITTEN = "# written by hand: TF Serving ignores comments, and so must every rewrite\n"
 OTHER_MODEL = 'config {\n    name: "other"\n    base_path: "/models/other"\n    model_platform: "tensorflow"\n  }'
@@ -232,8 +233,8 @@ NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?%?")
 
 def recorded_numbers(release: Release) -> list[float]:
     """Every number run 2 recorded where the card could have read it: ML Metadata's artifacts
-    and properties, the exported vae_config.json, training_record.json, the evaluation's metrics
-    of both models and its eval_config.json."""
+    and properties, the Pusher's recorded settings, the exported vae_config.json,
+    training_record.json, the evaluation's metrics of both models and its eval_config.json."""
     found: list[float] = []
 
     def collect(value) -> None:
@@ -262,6 +263,8 @@ def recorded_numbers(release: Release) -> list[float]:
     collect(slice_metrics(evaluation, "baseline"))
     collect(evaluation_config(evaluation))
     collect(components["ServedModel"].output("model").custom_properties[SERVED_VERSION_KEY].int_value)
+    [pusher] = store_of(release.config).get_executions_by_id([components["Pusher"].execution_id])
+    collect(json.loads(pusher.custom_properties[RELEASE_KEY].string_value))  # the settings it was given
     collect(components["Pusher"].output("pushed_model").custom_properties["pushed_version"].string_value)
     return found
 
