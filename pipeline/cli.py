@@ -165,9 +165,13 @@ def _release(args: argparse.Namespace, action: str) -> int:
         else:
             steps = releases.plan_rollback(model_dir, args.to)
         loading = sorted(set(steps[0].versions) - set(releases.current(model_dir).versions)) if len(steps) > 1 else []
-        if loading:
-            print(f"Loading version {loading[0]} first; the label moves once TF Serving has read that")
         settle = releases.SETTLE_SECONDS if args.settle is None else args.settle
+        if loading:
+            print(
+                f"Loading version {loading[0]} first; the label moves once TF Serving has read that "
+                f"(in {settle:g} s: --settle)",
+                flush=True,
+            )
         releases.apply(model_dir, steps, action, settle)
     done = {"promote": "Promoted", "rollback": "Rolled back"}[action]
     print(f"{done} {model_dir}: {releases.describe(model_dir)}")
