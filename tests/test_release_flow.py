@@ -32,7 +32,8 @@ from model.training_record import read_training_record
 from pipeline import cli, local_runner
 from pipeline.config import PipelineConfig
 from tests import k8s_schema
-from tests.helpers import REPO, read_idx_dataset, run_like_tf_serving, store_of
+from tests.helpers import DATA_ROOT, REPO, read_idx_dataset, run_like_tf_serving, store_of
+from tests.serving_harness import ModelServer, RestServer
 
 HAND_WRITTEN = "# written by hand: TF Serving ignores comments, and so must every rewrite\n"
 OTHER_MODEL = 'config {\n    name: "other"\n    base_path: "/models/other"\n    model_platform: "tensorflow"\n  }'
@@ -106,14 +107,14 @@ def serving_command(release: Release, *argv: str) -> Command:
     return vae_mnist("serving", *argv, "--output-dir", release.config.output_dir)
 
 
-def scores_by_label(release: Release, label: str, images: np.ndarray) -> list[float]:
-    """-ELBO of each image, from the in-process client addressing ``label`` as TF Serving would."""
+def scores_by_label(release: Release, label: str, images: np.ndarray, target: list[str] | None = None) -> list[float]:
+    """-ELBO of each image from `vae-mnist predict --label` (in-process unless ``target`` says
+    --server or --grpc)."""
     request = os.path.join(release.config.output_dir, "request.json")
     with open(request, "w") as f:
         json.dump({"instances": [{"image": row.tolist()} for row in images]}, f)
-    answer = vae_mnist(
-        "predict", "--model-dir", release.config.serving_model_dir, "--label", label, "--request", request, "--full"
-    )
+    target = target or ["--model-dir", release.config.serving_model_dir]
+    answer = vae_mnist("predict", *target, "--label", label, "--request", request, "--full")
     assert answer.code == 0, answer.err
     return [row["neg_elbo"] for row in json.loads(answer.out)["predictions"]]
 
@@ -140,13 +141,39 @@ def test_a_canary_is_pushed_beside_the_stable_version_and_each_answers_by_its_la
         expected = served_scores(version_dir, images)  # loaded as TF Serving's C++ loader does
         np.testing.assert_allclose(scores_by_label(release, label, images), expected, rtol=1e-4)
     assert not np.allclose(scores_by_label(release, "stable", images), scores_by_label(release, "canary", images))
-    unknown = vae_mnist("predict", "--model-dir", release.config.serving_model_dir, "--label", "beta")
+    unknown = vae_mnist(
+        "predict", "--model-dir", release.config.serving_model_dir, "--label", "beta", "--data-root", DATA_ROOT
+    )
     assert unknown.code == 2 and "Unrecognized servable version label: beta (labels: canary, stable)" in unknown.err
 
     listed = serving_command(release, "list").out.splitlines()
     assert any(line.startswith(str(release.first)) and line.endswith("SERVED [stable]") for line in listed)
     assert any(line.startswith(str(release.canary)) and line.endswith("[canary]") for line in listed)
     assert f"requests without a label get version {release.canary} (the newest loaded)" in listed[-1]
+
+
+def test_rest_and_grpc_clients_address_a_label_the_way_tf_servings_apis_do(release, small_mnist):
+    """REST's /v1/models/<name>/labels/<label>:predict and gRPC's ModelSpec.version_label, against
+    front ends that route them as TF Serving does (tests/serving_harness.py)."""
+    model_dir = release.config.serving_model_dir
+    images = read_idx_dataset(small_mnist)["eval"][0][4:7].reshape(3, -1)
+    rest, grpc_server = RestServer(model_dir), ModelServer(model_dir)
+    try:
+        for label in ("stable", "canary"):
+            in_process = scores_by_label(release, label, images)
+            for target in (["--server", rest.url], ["--grpc", grpc_server.target]):
+                np.testing.assert_allclose(scores_by_label(release, label, images, target), in_process, rtol=1e-5)
+        unknown = vae_mnist(
+            "predict", "--server", rest.url, "--label", "beta", "--count", "1", "--data-root", DATA_ROOT
+        )
+        assert unknown.code == 2 and "answered 400: Unrecognized servable version label: beta" in unknown.err
+        bad = vae_mnist(
+            "predict", "--grpc", grpc_server.target, "--label", "no/such", "--count", "1", "--data-root", DATA_ROOT
+        )
+        assert bad.code == 2 and "a version label is letters, digits and '_'" in bad.err
+    finally:
+        grpc_server.server.stop(None)
+        rest.server.shutdown()
 
 
 def test_promote_then_rollback_moves_stable_in_the_order_tf_serving_accepts(release):

@@ -11,6 +11,7 @@ import pytest
 from pipeline import cli, serving
 from pipeline.rest_dialect import RequestError
 from tests.helpers import DATA_ROOT, read_idx_dataset
+from tests.serving_harness import ModelServer, RestServer
 
 
 @pytest.fixture(scope="module")
@@ -95,49 +96,6 @@ def test_the_docker_line_survives_spaces_in_paths():
     )
 
 
-class ModelServer:
-    """A gRPC PredictionService over the pushed SavedModel, for testing the client's gRPC path
-    (no TF Serving binary here): GetModelMetadata answers the SignatureDefs from saved_model.pb,
-    Predict runs the signature and answers InvalidArgument as TF Serving does."""
-
-    def __init__(self, model_dir: str):
-        import grpc
-        import tensorflow as tf
-        from tensorflow.core.protobuf import saved_model_pb2
-        from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
-
-        with open(f"{model_dir}/saved_model.pb", "rb") as f:
-            signature_defs = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0].signature_def
-        model = tf.saved_model.load(model_dir)
-
-        class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-            def GetModelMetadata(self, request, context):  # noqa: N802
-                defs = get_model_metadata_pb2.SignatureDefMap()
-                for key, value in signature_defs.items():
-                    defs.signature_def[key].CopyFrom(value)
-                response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=request.model_spec)
-                response.metadata["signature_def"].Pack(defs)
-                return response
-
-            def Predict(self, request, context):  # noqa: N802
-                signature = model.signatures[request.model_spec.signature_name or "serving_default"]
-                try:
-                    outputs = signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
-                except tf.errors.InvalidArgumentError as err:
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
-                response = predict_pb2.PredictResponse()
-                for key, value in outputs.items():
-                    response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
-                return response
-
-        import concurrent.futures
-
-        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), self.server)
-        self.target = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
-        self.server.start()
-
-
 def test_grpc_requests_follow_the_same_rules(small_run, images):
     from components import serving_layout
 
@@ -171,41 +129,6 @@ def test_grpc_requests_follow_the_same_rules(small_run, images):
             serving.predict_grpc(server.target, "vae-mnist", {"instances": [[0.5] * 784]})
     finally:
         server.server.stop(None)
-
-
-class RestServer:
-    """TF Serving's REST predict API over the pushed model, for testing the client's REST path
-    (no TF Serving binary here): ``POST /v1/models/<name>:predict`` answered by the in-process
-    path, a bad request as TF Serving's ``{"error": ...}`` with status 400."""
-
-    def __init__(self, model_dir: str, model_name: str = "vae-mnist"):
-        import http.server
-        import threading
-
-        path = f"/v1/models/{model_name}:predict"
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                try:
-                    if self.path != path:
-                        raise RequestError(f"Servable not found for request: {self.path}")
-                    status, answer = 200, serving.predict_in_process(model_dir, body)
-                except RequestError as err:
-                    status, answer = 400, {"error": str(err)}
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture(scope="module")
