@@ -186,17 +186,16 @@ def _last_write(model_dir: str) -> float:
 
 
 def stable_history(model_dir: str) -> list[int]:
-    """The stable versions as releases set them, a stack: a rollback pops the current one, and
-    unpin (no labels) starts afresh."""
+    """The stable versions as releases set them, a stack: a rollback to a version on it pops
+    back to that version, any other new stable version is pushed, and unpin (no labels) starts
+    afresh."""
     stack: list[int] = []
     for entry in history(model_dir):
         stable = entry["labels"].get(STABLE_LABEL)
         if stable is None:
             stack = []
-        elif entry["action"] == "rollback":
-            while stack and stack[-1] != stable:
-                stack.pop()
-            stack = stack or [stable]
+        elif entry["action"] == "rollback" and stable in stack:
+            del stack[stack.index(stable) + 1 :]
         elif not stack or stack[-1] != stable:
             stack.append(stable)
     return stack

@@ -343,3 +343,55 @@ def test_a_tampered_card_number_is_caught(release):
     """The check above can fail: a number the run never recorded is found."""
     recorded = recorded_numbers(release)
     assert matches("0.5%", [0.005]) and not matches("123.457", recorded)
+
+
+def follows_tf_servings_label_rule(before: releases.Step, steps: list[releases.Step]) -> bool:
+    """server_core.cc's rule, step by step: a label that existed may only move onto a version the
+    previous write already loads (new labels may name any version: the manifests' flag)."""
+    for step in steps:
+        old = dict(before.labels)
+        for label, version in step.labels:
+            if label in old and old[label] != version and version not in before.versions:
+                return False
+        before = step
+    return True
+
+
+def test_every_release_plan_keeps_tf_servings_label_rule(tmp_path):
+    """Each transition, planned and applied on a serving root of stand-in versions (only their
+    saved_model.pb's presence matters to the plans), keeps the rule, and ends where it should."""
+    model_dir = str(tmp_path / "serving" / "vae-mnist")
+    for version in (1, 2, 3, 4):
+        os.makedirs(os.path.join(model_dir, str(version)))
+        open(os.path.join(model_dir, str(version), serving_layout.SAVED_MODEL_FILE), "wb").close()
+    serving_layout.write_models_config(model_dir)
+
+    def do(steps: list[releases.Step], action: str) -> dict:
+        assert follows_tf_servings_label_rule(releases.current(model_dir), steps), (action, steps)
+        releases.apply(model_dir, steps, action, settle_seconds=0)
+        state = releases.current(model_dir)
+        return {"loaded": list(state.versions), "labels": dict(state.labels)}
+
+    assert do(releases.plan_canary(model_dir, 2, served_before=1), "canary") == {
+        "loaded": [1, 2],
+        "labels": {"stable": 1, "canary": 2},
+    }
+    # A canary replacing an untried one: version 3 is loaded first, then the label moves.
+    steps = releases.plan_canary(model_dir, 3, served_before=1)
+    assert len(steps) == 2 and steps[0].versions == (1, 2, 3) and steps[0].label("canary") == 2
+    assert do(steps, "canary") == {"loaded": [1, 3], "labels": {"stable": 1, "canary": 3}}
+    assert do(releases.plan_promote(model_dir), "promote") == {"loaded": [3], "labels": {"stable": 3}}
+    assert do(releases.plan_rollback(model_dir), "rollback") == {"loaded": [1], "labels": {"stable": 1}}
+    assert do(releases.plan_rollback(model_dir, to=4), "rollback") == {"loaded": [4], "labels": {"stable": 4}}
+    assert releases.stable_history(model_dir) == [1, 4]
+    assert do(releases.plan_unpin(model_dir), "unpin") == {"loaded": [], "labels": {}}
+    serving_layout.pin(model_dir, 2)  # a canary onto a pinned model: the pinned version is stable
+    assert do(releases.plan_canary(model_dir, 4, served_before=2), "canary") == {
+        "loaded": [2, 4],
+        "labels": {"stable": 2, "canary": 4},
+    }
+    # The rule itself can fail: a label moved onto a version nothing loads yet.
+    moved = [releases.Step.of([2, 3], {"stable": 3, "canary": 4})]
+    assert not follows_tf_servings_label_rule(releases.current(model_dir), moved)
+    with pytest.raises(releases.ReleaseError, match="has no complete version 9"):
+        releases.plan_rollback(model_dir, to=9)
