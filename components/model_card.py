@@ -202,7 +202,7 @@ def write(
     blessing,
     baseline,
     version: int,
-    run_id: str,
+    run: str,
     settings: dict,
 ) -> list[str]:
     """Writes the card (and its curves PNG) into ``assets_dir``; returns the paths."""
@@ -217,7 +217,7 @@ def write(
     lines = [
         f"# {settings.get('model_name', 'vae-mnist')} version {version}",
         "",
-        f"Pushed {pushed} by run `{run_id}` of pipeline `{settings.get('pipeline_name', '?')}`, "
+        f"Pushed {pushed} by {run} of pipeline `{settings.get('pipeline_name', '?')}`, "
         f"code `{settings.get('code_revision', '?')}`.",
         "",
     ]

@@ -94,7 +94,7 @@ class Executor(tfx_pusher.Executor):
         served_before = serving_layout.served_version(model_dir)
         version = serving_layout.next_version(model_dir)
         staging = serving_layout.stage(model_path, model_dir, version)
-        self._write_card(staging, input_dict, version, release)
+        self._write_card(staging, input_dict, version, release, pushed.uri)
         io_utils.copy_dir(staging, pushed.uri)
         version_dir = serving_layout.publish(staging, model_dir, version)
         self._MarkPushed(pushed, pushed_destination=version_dir, pushed_version=str(version))
@@ -114,7 +114,7 @@ class Executor(tfx_pusher.Executor):
                 return version
         return None
 
-    def _write_card(self, staging: str, input_dict, version: int, release: dict) -> None:
+    def _write_card(self, staging: str, input_dict, version: int, release: dict, pushed_uri: str) -> None:
         from model.export import EXTRA_DIR
 
         found = {key: _single(input_dict, key) for key in CARD_INPUTS}
@@ -127,7 +127,10 @@ class Executor(tfx_pusher.Executor):
             evaluation=found["evaluation"],
             baseline=found["baseline_model"],
             version=version,
-            run_id=self._context.pipeline_run_id or "(no run id)",
+            # TFX's Kubeflow entrypoint gives executors no run id; there the archive's URI names the run.
+            run=f"run `{self._context.pipeline_run_id}`"
+            if self._context.pipeline_run_id
+            else f"the run writing `{pushed_uri}`",
             settings=release,
         )
         logging.info("Model card: %s", ", ".join(paths))

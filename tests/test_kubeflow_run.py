@@ -17,7 +17,7 @@ import yaml
 from tfx.dsl.io import fileio
 from tfx.utils import io_utils
 
-from components import object_store, serving_layout
+from components import model_card, object_store, serving_layout
 from pipeline import serving
 from pipeline.config import PipelineConfig
 from pipeline.kubeflow_runner import ClusterConfig, compile_pipeline
@@ -124,6 +124,11 @@ def test_first_run_pushes_a_blessed_model_tf_serving_can_load(kfp_runs, small_mn
     os.rename(local, model_dir / str(version))
     response = serving.predict_in_process(str(model_dir), serving.rest_request(images))
     assert len(response["predictions"]) == 2 and len(response["predictions"][0]["reconstruction"]) == 784
+    # The model card came along, written in the pod; without a run id there, it names the archive.
+    card = model_card.read(str(model_dir / str(version)))
+    assert f"# vae-mnist version {version}" in card and "BLESSED on 500 eval images" in card
+    run_dir = tasks["Pusher"].output("pushed_model").uri.split("/Pusher/")[0]  # <root>/<the run's id>
+    assert "by the run writing `" in card and f"{os.path.basename(run_dir)}/Pusher/pushed_model`" in card
 
 
 def test_the_bucket_holds_no_directory_markers_and_every_pod_exited_cleanly(kfp_runs):
