@@ -150,7 +150,12 @@ class Executor(tfx_pusher.Executor):
         labels = serving_layout.release_labels(model_dir)
         if labels:
             pushed.set_string_custom_property(LABELS_KEY, json.dumps(labels))
-            logging.warning("Release labels hold (%s): version %d is not served until promoted", labels, version)
+            logging.warning(
+                "Release labels hold (%s): version %d is on disk, not loaded (`vae-mnist serving unpin` "
+                "serves the newest; `--release canary` labels a push)",
+                labels,
+                version,
+            )
         pinned = serving_layout.pinned_version(model_dir)
         if pinned is not None:
             pushed.set_int_custom_property(PINNED_KEY, pinned)

@@ -128,7 +128,9 @@ def plan_rollback(model_dir: str, to: int | None = None) -> list[Step]:
     if stable is None:
         raise ReleaseError(f"{model_dir} has no stable label to roll back (`vae-mnist serving pin` pins a version)")
     if to is None:
-        earlier = stable_history(model_dir)[:-1]
+        stack = stable_history(model_dir)
+        # What was stable before the current one (a hand-edited label may be off the stack).
+        earlier = stack[: len(stack) - 1 - stack[::-1].index(stable)] if stable in stack else stack
         if not earlier:
             raise ReleaseError(f"no stable version before {stable} is recorded in {_history_path(model_dir)}")
         to = earlier[-1]
