@@ -75,17 +75,19 @@ def _data_section(examples, dataset: str) -> list[str]:
         f"Dataset `{dataset}`" + (f", spans {spans}" if spans else "") + f"; examples `{examples.uri}`.",
         "",
     ]
-    lines += ["| split | records | files, records [start, stop) | SHA-256 of the uncompressed IDX bytes |"]
-    lines += ["| --- | --- | --- | --- |"]
+    lines += ["| split | records | files, records [start, stop) |", "| --- | --- | --- |"]
+    files: dict[str, str] = {}
     for split, entry in sorted(ingested.items()):
         for source in entry["sources"]:
             start, stop = source["rows"]
             names = f"`{source['images']}`, `{os.path.basename(source['labels'])}` [{start}, {stop})"
-            digests = ", ".join(
-                f"`{source[kind][:16]}…`" + (" (the published file)" if source[kind] in published else "")
-                for kind in ("images_sha256", "labels_sha256")
-            )
-            lines.append(f"| {split} | {entry['records']} | {names} | {digests} |")
+            lines.append(f"| {split} | {entry['records']} | {names} |")
+            files.update({source[kind]: source[f"{kind}_sha256"] for kind in ("images", "labels")})
+    lines += ["", "SHA-256 of each file's uncompressed IDX bytes:", ""]
+    for path, digest in sorted(files.items()):
+        lines.append(
+            f"- `{digest}` `{os.path.basename(path)}`" + (" (the published file)" if digest in published else "")
+        )
     return lines + [""]
 
 
