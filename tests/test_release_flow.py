@@ -1,8 +1,8 @@
-"""A release as a team runs it, through `vae-mnist`: run 1 pushes and serves; run 2
-(``--release canary``) pushes a canary beside it; both load the way TF Serving loads them and
-answer by label; promote; rollback; and after every step models.config parses as TF Serving's
-ModelServerConfig, with a hand-written comment and another model's entry kept. Then the model
-card each push wrote: every number in it is one the run recorded.
+"""A release as a team runs it, through `vae-mnist run --release canary`: run 1 pushes and
+serves its version as stable; run 2 pushes a canary beside it; both load the way TF Serving
+loads them and answer by label; promote; rollback; and after every step models.config parses as
+TF Serving's ModelServerConfig, with a hand-written comment and another model's entry kept. Then
+the model card each push wrote: every number in it is one the run recorded.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def release(tmp_path_factory, small_mnist) -> Release:
     output = str(tmp_path_factory.mktemp("release_flow"))
     config = PipelineConfig(input_dir=small_mnist, output_dir=output)
     flags = ["--input-dir", small_mnist, "--output-dir", output, "--preset", "smoke"]
-    runs = {"first": vae_mnist("run", *flags, "--set", "epochs=3")}
+    runs = {"first": vae_mnist("run", *flags, "--set", "epochs=3", "--release", "canary")}
     [first] = serving_layout.versions(config.serving_model_dir)
     text = models_config(config).replace("model_config_list {\n", "model_config_list {\n  " + OTHER_MODEL + "\n", 1)
     with open(os.path.join(config.serving_root, serving_layout.MODELS_CONFIG), "w") as f:
@@ -126,6 +126,9 @@ def served_scores(version_dir: str, images: np.ndarray) -> np.ndarray:
 
 def test_a_canary_is_pushed_beside_the_stable_version_and_each_answers_by_its_label(release, small_mnist):
     assert release.runs["first"].code == 0 and release.runs["canary"].code == 0, release.runs["canary"].err
+    # Run 1, the model's first release: stable at once (nothing to try it against).
+    assert "labelled stable (the first release of this model)" in release.runs["first"].out
+    assert_tf_serving_reads(release.configs[0], {"stable": release.first}, [release.first])
     canary_run = release.runs["canary"].out
     assert f"Pushed: {release.config.serving_model_dir}/{release.canary}" in canary_run
     assert f"labelled canary beside stable version {release.first}" in canary_run
