@@ -59,6 +59,7 @@ class Release:
     flags: list[str]
     first: int  # run 1's version
     canary: int  # run 2's
+    direct: int  # run 3's, pushed with --release direct under the labels
     runs: dict[str, Command]
     components: dict  # run 2's ComponentRuns
     configs: list[str]  # models.config after each step, in order
@@ -84,7 +85,11 @@ def release(tmp_path_factory, small_mnist) -> Release:
     components = local_runner.last_run(config)
     [canary] = set(serving_layout.versions(config.serving_model_dir)) - {first}
     configs.append(models_config(config))
-    return Release(config, flags, first, canary, runs, components, configs)
+    # A direct push while labels are set: like a push under a pin, it moves no label.
+    runs["direct"] = vae_mnist("run", *flags, "--set", "epochs=5")
+    [direct] = set(serving_layout.versions(config.serving_model_dir)) - {first, canary}
+    configs.append(models_config(config))
+    return Release(config, flags, first, canary, direct, runs, components, configs)
 
 
 def parsed(text: str):
@@ -132,9 +137,8 @@ def test_a_canary_is_pushed_beside_the_stable_version_and_each_answers_by_its_la
     canary_run = release.runs["canary"].out
     assert f"Pushed: {release.config.serving_model_dir}/{release.canary}" in canary_run
     assert f"labelled canary beside stable version {release.first}" in canary_run
-    assert_tf_serving_reads(
-        release.configs[-1], {"stable": release.first, "canary": release.canary}, [release.first, release.canary]
-    )
+    labelled = {"stable": release.first, "canary": release.canary}
+    assert_tf_serving_reads(release.configs[1], labelled, [release.first, release.canary])
     # The pipeline's "served" (the next run's baseline, warm start, span scores) is stable.
     assert serving_layout.served_version(release.config.serving_model_dir) == release.first
 
@@ -153,6 +157,16 @@ def test_a_canary_is_pushed_beside_the_stable_version_and_each_answers_by_its_la
     assert any(line.startswith(str(release.first)) and line.endswith("SERVED [stable]") for line in listed)
     assert any(line.startswith(str(release.canary)) and line.endswith("[canary]") for line in listed)
     assert f"requests without a label get version {release.canary} (the newest loaded)" in listed[-1]
+
+
+def test_a_direct_push_under_labels_is_kept_on_disk_and_moves_no_label(release):
+    assert release.runs["direct"].code == 0, release.runs["direct"].err
+    out = release.runs["direct"].out
+    assert f"against the served model (version {release.first})" in out  # stable is the baseline
+    assert f"Pushed: {release.config.serving_model_dir}/{release.direct}" in out
+    assert f"release labels hold (canary {release.canary}, stable {release.first}): not loaded" in out
+    assert release.configs[2] == release.configs[1]  # models.config untouched, byte for byte
+    assert serving_layout.is_complete(release.config.serving_model_dir, release.direct)
 
 
 def test_rest_and_grpc_clients_address_a_label_the_way_tf_servings_apis_do(release, small_mnist):
@@ -207,7 +221,7 @@ def test_promote_then_rollback_moves_stable_in_the_order_tf_serving_accepts(rele
     unpinned = serving_command(release, "unpin")
     assert unpinned.code == 0 and "Dropped the release labels (stable)" in unpinned.out
     assert_tf_serving_reads(models_config(release.config), {}, [])
-    assert serving_layout.served_version(model_dir) == canary  # the newest again
+    assert serving_layout.served_version(model_dir) == release.direct  # the newest again
 
 
 def test_the_tf_serving_manifests_and_the_docker_line_allow_labels_at_start_up(release):
