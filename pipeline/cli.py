@@ -381,6 +381,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A wait: 0 or more seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -455,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("promote", "rollback"):
             command.add_argument(
                 "--settle",
-                type=float,
+                type=_seconds,
                 help="seconds between loading a version and moving a label onto it "
                 "(default: TF Serving's config poll + 5; 0 when no TF Serving is running)",
             )
