@@ -214,6 +214,10 @@ def test_promote_then_rollback_moves_stable_in_the_order_tf_serving_accepts(rele
     assert moved["time"] - loading["time"] >= 1.0
     assert_tf_serving_reads(models_config(release.config), {"stable": first}, [first])
 
+    with pytest.raises(SystemExit) as refused:
+        serving_command(release, "rollback", "--settle", "-1")
+    assert refused.value.code == 2  # argparse: "--settle: must be 0 or more seconds, got -1"
+    assert releases.current(model_dir).label("stable") == first
     again = serving_command(release, "rollback", "--settle", "0")
     assert again.code == 2 and f"no stable version before {first} is recorded" in again.err
     pinned = serving_command(release, "pin", str(canary))
