@@ -74,13 +74,7 @@ class Step:
 
 
 def current(model_dir: str) -> Step:
-    return Step.of(serving_layout.loaded_versions(model_dir), serving_layout.release_labels(model_dir))
-
-
-def _complete(model_dir: str, version: int) -> None:
-    if not serving_layout.is_complete(model_dir, version):
-        known = ", ".join(map(str, serving_layout.versions(model_dir))) or "none"
-        raise ReleaseError(f"{model_dir} has no complete version {version} (versions: {known})")
+    return Step.of(*serving_layout.policy(model_dir))
 
 
 def _moved(before: Step, labels: dict[str, int]) -> Step | None:
@@ -116,7 +110,7 @@ def plan_promote(model_dir: str) -> list[Step]:
     canary = before.label(CANARY_LABEL)
     if canary is None:
         raise ReleaseError(f"{model_dir} has no canary to promote (labels: {_labels_text(before)})")
-    _complete(model_dir, canary)
+    serving_layout.require_complete(model_dir, canary, ReleaseError)
     return _steps(before, [canary], {STABLE_LABEL: canary})
 
 
@@ -136,7 +130,7 @@ def plan_rollback(model_dir: str, to: int | None = None) -> list[Step]:
         to = earlier[-1]
     if to == stable:
         raise ReleaseError(f"version {to} is stable already")
-    _complete(model_dir, to)
+    serving_layout.require_complete(model_dir, to, ReleaseError)
     canary = before.label(CANARY_LABEL)
     labels = {STABLE_LABEL: to} | ({CANARY_LABEL: canary} if canary is not None else {})
     return _steps(before, [to, *([canary] if canary is not None else [])], labels)

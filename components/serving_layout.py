@@ -114,13 +114,11 @@ def unreadable(version_dir: str) -> str | None:
 def served_version(model_dir: str, skipped: list[tuple[int, str]] | None = None) -> int | None:
     """The version TF Serving serves from ``model_dir``: the one labelled ``stable``, or the pinned
     version (if it is loadable), else the highest numeric version that holds a SavedModel TF
-    Serving can read (its default
-    ``latest`` policy: a version missing ``saved_model.pb`` or with a corrupt one fails to load,
-    and the one served before stays served). None: nothing served. ``skipped`` collects the
-    (version, reason) of complete versions passed over as unreadable."""
+    Serving can read (its default ``latest`` policy: a version missing ``saved_model.pb`` or with
+    a corrupt one fails to load, and the one served before stays served). None: nothing served.
+    ``skipped`` collects the (version, reason) of complete versions passed over as unreadable."""
     dirs = version_dirs(model_dir)
-    stable = release_labels(model_dir).get(STABLE_LABEL)
-    pinned = stable if stable is not None else pinned_version(model_dir)
+    pinned = _chosen(*policy(model_dir))
     candidates = [pinned] if pinned is not None else list(reversed(dirs))
     for version in candidates:
         if not is_complete(model_dir, version, dirs):
@@ -239,27 +237,50 @@ def _model_entry(config, model_name: str):
     return None
 
 
+def policy(model_dir: str) -> tuple[list[int], dict[str, int]]:
+    """(the ``specific`` versions, oldest first, and the release labels) of this model's entry in
+    models.config, read once; ([], {}) when TF Serving follows the newest version."""
+    serving_root, model_name = _split(model_dir)
+    entry = _model_entry(read_models_config(serving_root), model_name)
+    if entry is None:
+        return [], {}
+    return sorted(entry.model_version_policy.specific.versions), dict(entry.version_labels)
+
+
 def loaded_versions(model_dir: str) -> list[int]:
     """The versions models.config names for loading (``specific``: a pin, or the versions under
     release labels), oldest first; [] when TF Serving follows the newest version."""
-    serving_root, model_name = _split(model_dir)
-    entry = _model_entry(read_models_config(serving_root), model_name)
-    return sorted(entry.model_version_policy.specific.versions) if entry is not None else []
+    return policy(model_dir)[0]
 
 
 def release_labels(model_dir: str) -> dict[str, int]:
     """{label: version} of this model in models.config (components/releases.py), {} if none."""
-    serving_root, model_name = _split(model_dir)
-    entry = _model_entry(read_models_config(serving_root), model_name)
-    return dict(entry.version_labels) if entry is not None else {}
+    return policy(model_dir)[1]
+
+
+def _chosen(versions: list[int], labels: dict[str, int]) -> int | None:
+    """The version a policy serves whatever is newer: ``stable`` under labels, else the pin."""
+    if labels:
+        return labels.get(STABLE_LABEL)
+    return max(versions) if versions else None
 
 
 def pinned_version(model_dir: str) -> int | None:
     """The pin: a ``specific`` policy without release labels (with labels, ``stable`` decides)."""
-    if release_labels(model_dir):
-        return None
-    pinned = loaded_versions(model_dir)
-    return max(pinned) if pinned else None
+    versions, labels = policy(model_dir)
+    return None if labels else _chosen(versions, labels)
+
+
+def require_complete(model_dir: str, version: int, error: type[ValueError] = ValueError) -> None:
+    """Raises ``error`` unless ``version`` is a complete pushed version, naming the ones there are."""
+    if not is_complete(model_dir, version):
+        known = ", ".join(map(str, versions(model_dir))) or "none"
+        raise error(f"{model_dir} has no complete version {version} (versions: {known})")
+
+
+def models_config_path(model_dir: str) -> str:
+    """``<serving_root>/models.config`` of ``<serving_root>/<model_name>``."""
+    return os.path.join(_split(model_dir)[0], MODELS_CONFIG)
 
 
 _KEEP = object()
@@ -291,7 +312,7 @@ def write_models_config(model_dir: str, pinned=_KEEP, afresh: bool = False, labe
         entry.version_labels.update({label: int(version) for label, version in labels.items()})
     from components import object_store
 
-    path = os.path.join(serving_root, MODELS_CONFIG)
+    path = models_config_path(model_dir)
     old_text = "" if afresh or not fileio.exists(path) else _read_text(path)
     object_store.write_text_atomically(path, _edited(old_text, config, model_name))
     return path
@@ -371,9 +392,7 @@ def pin(model_dir: str, version: int) -> str:
             f"{model_dir} is released under labels ({named}): use `vae-mnist serving rollback --to {version}`, "
             "or `vae-mnist serving unpin` to drop the labels first"
         )
-    if not is_complete(model_dir, version):
-        known = ", ".join(map(str, versions(model_dir))) or "none"
-        raise ValueError(f"{model_dir} has no complete version {version} (versions: {known})")
+    require_complete(model_dir, version)
     return write_models_config(model_dir, pinned=version)
 
 

@@ -203,10 +203,12 @@ def _cmd_serving_unpin(args: argparse.Namespace) -> int:
     model_dir, _ = _serving_model_dir(args)
     with output_dir_lock(args.output_dir):
         labels = {} if args.force else serving_layout.release_labels(model_dir)
-        if labels:
+        if labels:  # through the release history, so that rollback starts afresh
             releases.apply(model_dir, releases.plan_unpin(model_dir), "unpin")
             print(f"Dropped the release labels ({', '.join(sorted(labels))}): requests naming them now fail")
-        path = serving_layout.write_models_config(model_dir, pinned=None, afresh=args.force, labels={})
+            path = serving_layout.models_config_path(model_dir)
+        else:
+            path = serving_layout.write_models_config(model_dir, pinned=None, afresh=args.force, labels={})
     print(f"Unpinned {model_dir} in {path}: TF Serving serves version {serving_layout.served_version(model_dir)}")
     return 0
 

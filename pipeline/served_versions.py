@@ -99,9 +99,7 @@ def card(model_dir: str, version: int) -> str:
     """A pushed version's model card (components/model_card.py), as written at its push."""
     from components import model_card
 
-    if not serving_layout.is_complete(model_dir, version):
-        known = ", ".join(map(str, serving_layout.versions(model_dir))) or "none"
-        raise ValueError(f"{model_dir} has no complete version {version} (versions: {known})")
+    serving_layout.require_complete(model_dir, version)
     text = model_card.read(serving_layout.version_path(model_dir, version))
     if text is None:
         raise ValueError(f"version {version} was pushed without a model card (before vae-mnist wrote them)")

@@ -9,7 +9,7 @@ import os
 
 from components.evaluator import model_names, slice_metrics
 from components.served_model import SERVED_VERSION_KEY
-from components.serving_layout import is_complete, pinned_version, served_version
+from components.serving_layout import CANARY_LABEL, STABLE_LABEL, is_complete, pinned_version, served_version
 from pipeline import stack
 from pipeline.run_record import ComponentRun
 
@@ -223,12 +223,12 @@ def push_lines(pusher: ComponentRun, serving_model_dir: str) -> list[str]:
         lines = [f"Pushed: {_custom(pushed, 'pushed_destination')}"]
         labels = json.loads(_custom(pushed, LABELS_KEY) or "{}")
         version = int(_custom(pushed, "pushed_version") or 0)
-        if labels.get("canary") == version:
+        if labels.get(CANARY_LABEL) == version:
             lines.append(
-                f"  labelled canary beside stable version {labels['stable']} "
+                f"  labelled canary beside stable version {labels[STABLE_LABEL]} "
                 "(vae-mnist serving promote, or predict --label canary to try it)"
             )
-        elif labels.get("stable") == version:
+        elif labels.get(STABLE_LABEL) == version:
             lines.append("  labelled stable (the first release of this model)")
         elif labels:
             held = ", ".join(f"{label} {v}" for label, v in sorted(labels.items()))
