@@ -131,11 +131,10 @@ def _allowed(rule: dict) -> str:
     return f"+{rule['relative']:.0%}" if "relative" in rule else "-"
 
 
-def _evaluation_section(evaluation_uri: str, blessing, baseline_version: int | None) -> list[str]:
+def _evaluation_section(evaluation_uri: str, metrics: dict, blessing, baseline_version: int | None) -> list[str]:
     """The evaluation's own numbers: this model's, the served model's and TFMA's ``<score>_diff``
     (this minus served), against the thresholds of its eval_config.json."""
     compared = "baseline" in model_names(evaluation_uri)
-    metrics = slice_metrics(evaluation_uri)
     baseline = slice_metrics(evaluation_uri, "baseline") if compared else {}
     limits = bounds(evaluation_uri)
     overall = metrics.get("", {})
@@ -173,11 +172,11 @@ def _evaluation_section(evaluation_uri: str, blessing, baseline_version: int | N
     return lines + [""]
 
 
-def _anomaly_section(exported: dict, evaluation_uri: str) -> list[str]:
+def _anomaly_section(exported: dict, overall: dict) -> list[str]:
     calibration = exported.get("anomaly")
     if not calibration:
         return []
-    flagged = slice_metrics(evaluation_uri).get("", {}).get("is_anomaly")
+    flagged = overall.get("is_anomaly")
     lines = ["## Anomaly detection", ""]
     if calibration["threshold"] == float("inf"):
         lines.append(
@@ -228,8 +227,9 @@ def write(
     lines += _settings_section(exported, settings)
     lines += _training_section(record)
     if evaluation and blessing:
-        lines += _evaluation_section(evaluation.uri, blessing, baseline_version or None)
-        lines += _anomaly_section(exported, evaluation.uri)
+        metrics = slice_metrics(evaluation.uri)  # this model's, read once
+        lines += _evaluation_section(evaluation.uri, metrics, blessing, baseline_version or None)
+        lines += _anomaly_section(exported, metrics.get("", {}))
     lines += [
         "## Lineage",
         "",

@@ -148,6 +148,19 @@ def test_a_canary_is_pushed_beside_the_stable_version_and_each_answers_by_its_la
         expected = served_scores(version_dir, images)  # loaded as TF Serving's C++ loader does
         np.testing.assert_allclose(scores_by_label(release, label, images), expected, rtol=1e-4)
     assert not np.allclose(scores_by_label(release, "stable", images), scores_by_label(release, "canary", images))
+    # The README's command, as shown: one test image, its answer in a line.
+    shown = vae_mnist(
+        "predict",
+        "--model-dir",
+        release.config.serving_model_dir,
+        "--label",
+        "canary",
+        "--count",
+        "1",
+        "--data-root",
+        DATA_ROOT,
+    )
+    assert shown.code == 0 and len(shown.out.splitlines()) == 1 and '"anomaly_p_value": ' in shown.out
     unknown = vae_mnist(
         "predict", "--model-dir", release.config.serving_model_dir, "--label", "beta", "--data-root", DATA_ROOT
     )
