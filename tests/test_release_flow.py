@@ -56,7 +56,6 @@ def vae_mnist(*argv: str) -> Command:
 @dataclasses.dataclass
 class Release:
     config: PipelineConfig
-    flags: list[str]
     first: int  # run 1's version
     canary: int  # run 2's
     direct: int  # run 3's, pushed with --release direct under the labels
@@ -89,7 +88,7 @@ def release(tmp_path_factory, small_mnist) -> Release:
     runs["direct"] = vae_mnist("run", *flags, "--set", "epochs=5")
     [direct] = set(serving_layout.versions(config.serving_model_dir)) - {first, canary}
     configs.append(models_config(config))
-    return Release(config, flags, first, canary, direct, runs, components, configs)
+    return Release(config, first, canary, direct, runs, components, configs)
 
 
 def parsed(text: str):
